@@ -1,0 +1,152 @@
+"""The ``mlwatch`` command line: thin click commands that call into the package.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Errors are one line per problem
+on stderr; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from mlwatch import __version__
+from mlwatch.errors import ConfigError, MlwatchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def common_options(fn: F) -> F:
+    """-c/--config, --db, --debug and --log-format, accepted by every command."""
+    fn = click.option(
+        "-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="MLWATCH_CONFIG",
+        help="Config file (default: $MLWATCH_CONFIG, else ./mlwatch.yaml, else the built-in default).",
+    )(fn)
+    fn = click.option("--db", "db_url", metavar="URL", help="Storage URL; overrides storage.url (e.g. sqlite:///mlwatch.db).")(fn)
+    fn = click.option("--debug", is_flag=True, help="Debug logging, and tracebacks on errors.")(fn)
+    fn = click.option(
+        "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+        help="Log lines on stderr as readable text or one JSON object per line.",
+    )(fn)
+    return fn
+
+
+def handle_errors(fn: F) -> F:
+    """Turn mlwatch errors into one-line messages and exit codes (the only place that does)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug"))
+        from mlwatch.logs import setup_logging
+
+        setup_logging(kwargs.get("log_format") or "text", "debug" if debug else "info")
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            if debug:
+                raise
+            for problem in exc.problems or [str(exc)]:
+                click.echo(f"{problem}", err=True)
+            sys.exit(2)
+        except MlwatchError as exc:
+            if debug:
+                raise
+            click.echo(f"mlwatch: error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(config_path: str | None) -> Any:
+    from mlwatch.config import load_config
+
+    return load_config(config_path)
+
+
+def _db_url(cfg: Any, db_url: str | None) -> str:
+    return db_url or cfg.storage.url
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="mlwatch", message="%(prog)s %(version)s")
+def main() -> None:
+    """mlwatch: monitoring for machine-learning models and the services around them.
+
+    Pushgateway-compatible pushes, Prometheus-compatible exposition and federation, one SQLite file.
+    """
+
+
+@main.command()
+@common_options
+@click.option("--listen", metavar="HOST:PORT", help="Override server.listen.")
+@handle_errors
+def daemon(config_path: str | None, db_url: str | None, debug: bool, log_format: str, listen: str | None) -> None:
+    """Run storage, the push API and the HTTP server until SIGINT/SIGTERM; SIGHUP reloads the config."""
+    from mlwatch.config import config_path as resolve_path
+    from mlwatch.daemon import Daemon, DaemonOptions
+
+    cfg = _load(config_path)
+    if listen:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"listen": listen})})
+    path = resolve_path(config_path)
+    d = Daemon(cfg, DaemonOptions(config_path=str(path) if path else None, db_url=db_url))
+    asyncio.run(d.run())
+
+
+@main.command("check-config")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@common_options
+@handle_errors
+def check_config(file: str | None, config_path: str | None, db_url: str | None, debug: bool, log_format: str) -> None:
+    """Validate a config file; print every problem as FILE:LINE: message; exit 2 if any."""
+    from mlwatch.config import config_path as resolve_path
+
+    target = file or config_path
+    _load(target)
+    where = resolve_path(target)
+    click.echo(f"{where}: OK" if where else "built-in default: OK")
+
+
+@main.group()
+def db() -> None:
+    """Database migrations and backups."""
+
+
+@db.command("upgrade")
+@common_options
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@handle_errors
+def db_upgrade(config_path: str | None, db_url: str | None, debug: bool, log_format: str, revision: str) -> None:
+    """Apply Alembic migrations (the daemon also does this on start)."""
+    from mlwatch.storage.database import current_revision, make_engine, upgrade
+
+    url = _db_url(_load(config_path), db_url)
+    engine = make_engine(url)
+    upgrade(engine, revision)
+    click.echo(f"{url}: at revision {current_revision(engine)}")
+
+
+@db.command("current")
+@common_options
+@handle_errors
+def db_current(config_path: str | None, db_url: str | None, debug: bool, log_format: str) -> None:
+    """Print the database's migration revision and the newest one this mlwatch knows."""
+    from mlwatch.storage.database import current_revision, head_revision, make_engine
+
+    url = _db_url(_load(config_path), db_url)
+    cur = current_revision(make_engine(url, readonly=True))
+    head = head_revision()
+    state = "up to date" if cur == head else f"behind (head is {head}; run `mlwatch db upgrade`)"
+    click.echo(f"{cur or 'empty'} ({state})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name="mlwatch")

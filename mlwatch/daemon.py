@@ -1,0 +1,228 @@
+"""The daemon's composition root: build every component from the config, run, reload, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from mlwatch.config import Config, load_config
+from mlwatch.errors import ConfigError, MlwatchError, StorageError
+from mlwatch.model import Clock
+from mlwatch.selfmetrics import OwnMetrics
+from mlwatch.server.app import AppDeps, build_app
+from mlwatch.server.auth import AuthPolicy
+from mlwatch.sources.push import PushService
+from mlwatch.storage.database import DaemonLock, make_engine, sqlite_path, upgrade
+from mlwatch.storage.reader import Reader
+from mlwatch.storage.writer import Writer
+
+log = logging.getLogger("mlwatch.daemon")
+
+STOP_GRACE_SECONDS = 3.0
+
+
+@dataclass
+class DaemonOptions:
+    config_path: str | None = None  # None: the built-in default (no reload source)
+    db_url: str | None = None  # --db overrides storage.url
+
+
+class Daemon:
+    """Owns every long-lived component; ``run()`` returns after a clean stop."""
+
+    def __init__(self, config: Config, options: DaemonOptions, *, clock: Clock = time.time) -> None:
+        self.config = config
+        self.options = options
+        self.clock = clock
+        self._stop = asyncio.Event()
+        self._ready = False
+        self._auth = self._auth_policy(config)
+
+    # ---------------------------------------------------------------- wiring helpers
+    @property
+    def db_url(self) -> str:
+        return self.options.db_url or self.config.storage.url
+
+    @staticmethod
+    def _auth_policy(cfg: Config) -> AuthPolicy:
+        return AuthPolicy(
+            bearer_token=cfg.server.bearer_token(),
+            protect_reads=cfg.server.protect_reads,
+            basic_users=dict(cfg.server.basic_auth_users),
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        tls = self.config.server.tls
+        if tls is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+        return ctx
+
+    # ---------------------------------------------------------------- run
+    async def run(self) -> None:
+        cfg = self.config
+        url = self.db_url
+        path = sqlite_path(url)
+        engine = make_engine(url)
+        lock = DaemonLock.acquire(path, cfg.server.listen) if path is not None else None
+        try:
+            await asyncio.to_thread(upgrade, engine)
+            await self._serve(engine, path)
+        finally:
+            if lock is not None:
+                lock.release()
+            engine.dispose()
+
+    async def _serve(self, engine: object, path: Path | None) -> None:
+        cfg = self.config
+        self.writer = Writer(
+            engine,  # type: ignore[arg-type]
+            out_of_order_window_ms=cfg.storage.out_of_order_window,
+            max_series=cfg.limits.max_series,
+            clock=self.clock,
+        )
+        await asyncio.to_thread(self.writer.start)
+        self.reader = Reader(make_engine(self.db_url, readonly=path is not None))
+        self.push = PushService(
+            self.writer,
+            sample_interval_ms=cfg.push.sample_interval,
+            accept_timestamps=cfg.push.accept_timestamps,
+            default_ttl_ms=cfg.push.default_ttl,
+            max_body_bytes=cfg.server.max_body_bytes,
+            clock=self.clock,
+        )
+        self.push.restore(await asyncio.to_thread(self.reader.push_groups))
+        self.own = OwnMetrics(
+            writer_stats=lambda: self.writer.stats,
+            queue_depth=lambda: self.writer.queue_depth,
+            db_path=str(path) if path else None,
+            clock=self.clock,
+        )
+        self.own.extra(self.push)
+
+        app = build_app(
+            AppDeps(
+                reader=self.reader,
+                push=self.push,
+                own=self.own,
+                auth=lambda: self._auth,
+                lookback_ms=lambda: self.config.limits.lookback_delta,
+                reload=self.reload,
+                ready=lambda: self._ready,
+                max_body_bytes=cfg.server.max_body_bytes,
+            )
+        )
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=STOP_GRACE_SECONDS)
+        await runner.setup()
+        site = web.TCPSite(runner, cfg.server.host, cfg.server.port, ssl_context=self._ssl_context(), reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            self.writer.stop()
+            raise MlwatchError(f"cannot listen on {cfg.server.listen}: {exc.strerror or exc}") from None
+
+        self.scheduler = AsyncIOScheduler()
+        self._schedule()
+        self.scheduler.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_logged()))
+        self._ready = True
+        scheme = "https" if cfg.server.tls else "http"
+        log.info("mlwatch listening on %s://%s, storing in %s", scheme, cfg.server.listen, self.db_url)
+        try:
+            await self._stop.wait()
+        finally:
+            self._ready = False
+            log.info("stopping")
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            self.scheduler.shutdown(wait=False)
+            await runner.cleanup()
+            # Whatever was queued before the stop is committed before we exit.
+            await asyncio.to_thread(self.writer.stop)
+            log.info("stopped")
+
+    def _schedule(self) -> None:
+        cfg = self.config
+        common = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None, "replace_existing": True}
+        self.scheduler.add_job(
+            self._resample, "interval", seconds=cfg.push.sample_interval / 1000, id="push-resample", **common
+        )
+        self.scheduler.add_job(
+            self._record_own, "interval", seconds=cfg.evaluation_interval / 1000, id="self-metrics", **common
+        )
+        self.scheduler.add_job(self._retention, "interval", minutes=10, id="retention", **common)
+
+    # ---------------------------------------------------------------- jobs
+    async def _resample(self) -> None:
+        try:
+            await self.push.resample()
+        except StorageError as exc:
+            log.warning("push resampling failed: %s", exc)
+
+    async def _record_own(self) -> None:
+        try:
+            await self.writer.write(self.own.snapshot(self.config.server.listen))
+        except StorageError as exc:
+            self.own.self_record_errors.inc()
+            log.warning("recording own metrics failed: %s", exc)
+
+    async def _retention(self) -> None:
+        cutoff = int(self.clock() * 1000) - self.config.storage.retention
+        try:
+            await asyncio.wrap_future(self.writer.delete_before(cutoff))
+        except StorageError as exc:
+            log.warning("retention failed: %s", exc)
+
+    # ---------------------------------------------------------------- control
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def reload(self) -> None:
+        """Re-read the config file; a bad one raises ConfigError and the running config stays."""
+        try:
+            new = await asyncio.to_thread(load_config, self.options.config_path)
+        except ConfigError:
+            self.own.reload_ok.set(0)
+            raise
+        old = self.config
+        for what, a, b in (
+            ("server.listen", old.server.listen, new.server.listen),
+            ("storage.url", old.storage.url, new.storage.url),
+            ("server.tls", old.server.tls, new.server.tls),
+            ("server.max_body_bytes", old.server.max_body_bytes, new.server.max_body_bytes),
+        ):
+            if a != b:
+                log.warning("%s changed; restart the daemon to apply it", what)
+        self.config = new
+        self._auth = self._auth_policy(new)
+        self.writer.out_of_order_window_ms = new.storage.out_of_order_window
+        self.writer.max_series = new.limits.max_series
+        self.push.reconfigure(
+            sample_interval_ms=new.push.sample_interval,
+            accept_timestamps=new.push.accept_timestamps,
+            default_ttl_ms=new.push.default_ttl,
+            max_body_bytes=new.server.max_body_bytes,
+        )
+        self._schedule()
+        self.own.reload_ok.set(1)
+        self.own.reload_time.set(self.clock())
+        log.info("configuration reloaded from %s", self.options.config_path or "the built-in default")
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration:\n%s", exc)

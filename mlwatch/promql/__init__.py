@@ -1,0 +1,1 @@
+"""PromQL: parsing (promql-parser) and evaluation over the storage reader."""

@@ -1,0 +1,98 @@
+"""The aiohttp application: exposition, federation, the push API, health and reload."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from mlwatch.model import MetricFamily
+from mlwatch.server.auth import AuthPolicy, Handler
+from mlwatch.server.exposition import render
+from mlwatch.server.federate import TEXT_FORMAT, FederateHandler
+from mlwatch.storage.reader import Reader
+
+
+class PushRoutes(Protocol):
+    def add_routes(self, app: web.Application) -> None: ...
+    def families(self) -> list[MetricFamily]: ...
+
+
+class Instrumentation(Protocol):
+    def exposition(self) -> bytes: ...
+    def observe_request(self, handler: str, code: int, seconds: float) -> None: ...
+
+
+@dataclass
+class AppDeps:
+    """What the HTTP layer needs from the daemon, as small callables and protocols."""
+
+    reader: Reader
+    push: PushRoutes
+    own: Instrumentation
+    auth: Callable[[], AuthPolicy]  # re-read on every request, so a reload applies at once
+    lookback_ms: Callable[[], int]
+    reload: Callable[[], Awaitable[None]]
+    ready: Callable[[], bool]
+    max_body_bytes: int
+
+
+def build_app(deps: AppDeps) -> web.Application:
+    @web.middleware
+    async def instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "other"
+        code = 500
+        try:
+            resp = await handler(request)
+            code = resp.status
+            return resp
+        except web.HTTPException as exc:
+            code = exc.status
+            raise
+        finally:
+            deps.own.observe_request(name, code, time.perf_counter() - started)
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in ("/-/healthy", "/-/ready"):
+            denied = deps.auth().decide(request)
+            if denied is not None:
+                raise denied
+        return await handler(request)
+
+    app = web.Application(middlewares=[instrument, authenticate], client_max_size=deps.max_body_bytes)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = render(deps.push.families()) + deps.own.exposition()
+        return web.Response(body=body, headers={"Content-Type": TEXT_FORMAT})
+
+    async def healthy(_request: web.Request) -> web.Response:
+        return web.Response(text="mlwatch is Healthy.\n")
+
+    async def ready(_request: web.Request) -> web.Response:
+        if deps.ready():
+            return web.Response(text="mlwatch is Ready.\n")
+        return web.Response(status=503, text="mlwatch is not ready.\n")
+
+    async def reload(_request: web.Request) -> web.Response:
+        try:
+            await deps.reload()
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, old config kept
+            return web.Response(status=500, text=f"failed to reload config: {exc}\n")
+        return web.Response(text="config reloaded\n")
+
+    federate = FederateHandler(deps.reader, deps.lookback_ms)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("GET", "/federate", federate)
+    app.router.add_route("POST", "/federate", federate)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    app.router.add_put("/-/reload", reload)
+    deps.push.add_routes(app)
+    return app

@@ -1,0 +1,302 @@
+"""A fast parser of Prometheus text exposition format 0.0.4.
+
+It accepts exactly what Pushgateway 1.5 (``expfmt.TextParser``) accepts and rejects what it
+rejects, checked against the real thing: a space before ``{``, blanks inside the braces and a
+trailing comma are fine; a line must end in ``\\n`` (a last line without one is "unexpected end
+of input stream"), a blank after the value must be followed by a timestamp, and nothing may
+follow the timestamp; label values know the escapes ``\\\\``, ``\\"`` and ``\\n`` only, HELP texts
+``\\\\`` and ``\\n`` only; values are Go floats (``NaN``, ``Inf``, ``+Inf``, ``-Inf``,
+``infinity``, any case, but no ``+NaN``, hex, ``_`` or overflow); timestamps are integers.
+
+Samples of one family may be spread over the body (they are merged, as expfmt does); a sample
+name ``x_sum``/``x_count`` (and ``x_bucket``) belongs to family ``x`` if ``x`` was typed
+summary (histogram) before, otherwise it is a family of its own. A histogram bucket's ``le`` and
+a summary's ``quantile`` must parse as floats.
+
+Speed: one compiled regular expression per sample line (a second one only for label sets),
+no per-character loops; a slow, careful scanner runs only to describe an error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from mlwatch.errors import ParseError
+from mlwatch.model import FamilySample, MetricFamily, MetricType
+
+__all__ = ["parse_text", "parse_go_float"]
+
+_B = "[ \\t]"
+_NAME = "[a-zA-Z_:][a-zA-Z0-9_:]*"
+_VALUE = (
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)"
+    r"|[nN][aA][nN]"
+)
+# name, label blob, value, timestamp. The label blob allows quoted strings with escapes.
+_LNAME = "[a-zA-Z_][a-zA-Z0-9_]*"
+_QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_PAIR = f"[ \t]*{_LNAME}[ \t]*=[ \t]*{_QUOTED}[ \t]*"
+# name, label set (validated here, split by _PAIR_RE), value, timestamp.
+_SAMPLE_RE = re.compile(
+    f"[ \t]*({_NAME})[ \t]*"
+    + f"(?:\\{{((?:{_PAIR},)*(?:{_PAIR})?[ \t]*)\\}}[ \t]*)?"
+    + f"(?<=[ \t}}])({_VALUE})(?:[ \t]+([+-]?[0-9]+))?"
+)
+_PAIR_RE = re.compile(f'({_LNAME})[ \t]*=[ \t]*"([^"\\\\]*(?:\\\\.[^"\\\\]*)*)"')
+_FLOAT_RE = re.compile(_VALUE)
+_ESCAPE_RE = re.compile(r"\\(.)")
+_LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+_HELP_ESCAPES = {"\\": "\\", "n": "\n"}
+_TYPES = {t.value: t for t in MetricType}
+
+
+def parse_go_float(text: str) -> float:
+    """Parse a float as Go's ``strconv.ParseFloat`` does for expfmt; ValueError otherwise."""
+    if _FLOAT_RE.fullmatch(text) is None:
+        raise ValueError(text)
+    v = float(text)
+    if v in (math.inf, -math.inf) and "n" not in text and "N" not in text:
+        raise ValueError(text)  # out of range: Go refuses, Python would say inf
+    return v
+
+
+def _unescape(raw: str, escapes: dict[str, str], lineno: int) -> str:
+    def sub(m: re.Match[str]) -> str:
+        c = m.group(1)
+        try:
+            return escapes[c]
+        except KeyError:
+            raise ParseError(f"invalid escape sequence '\\{c}'", lineno) from None
+
+    if raw.endswith("\\") and (len(raw) - len(raw.rstrip("\\"))) % 2:
+        raise ParseError("invalid escape sequence at end of line", lineno)
+    return _ESCAPE_RE.sub(sub, raw)
+
+
+def _parse_labels(blob: str, name: str, lineno: int) -> dict[str, str]:
+    """Labels of a label set that the sample regex has already validated."""
+    pairs = _PAIR_RE.findall(blob)
+    labels = dict(pairs)
+    if len(labels) != len(pairs):
+        raise ParseError(f'duplicate label names for metric "{name}"', lineno)
+    if "__name__" in labels:
+        raise ParseError('label name "__name__" is reserved', lineno)
+    if "\\" in blob:
+        for k, v in pairs:
+            if "\\" in v:
+                labels[k] = _unescape(v, _LABEL_ESCAPES, lineno)
+    return labels
+
+
+def _label_error(rest: str, name: str, lineno: int) -> None:
+    """Describe what is wrong at the start of ``rest`` (inside a label set)."""
+    s = rest.lstrip(" \t")
+    m = re.match(r"[a-zA-Z_][a-zA-Z0-9_]*", s)
+    if m is None:
+        raise ParseError(f'invalid label name for metric "{name}"', lineno)
+    s = s[m.end():].lstrip(" \t")
+    if not s.startswith("="):
+        raise ParseError(f"expected '=' after label name, found {s[:1]!r}", lineno)
+    s = s[1:].lstrip(" \t")
+    if not s.startswith('"'):
+        raise ParseError(f"expected '\"' at start of label value, found {s[:1]!r}", lineno)
+    raise ParseError(f"expected ',' or '}}' after label value, found {s[1:].split(chr(34), 1)[-1][:1]!r}", lineno)
+
+
+def _split_blank(s: str) -> tuple[str, str, str]:
+    m = re.search(r"[ \t]", s)
+    return (s, "", "") if m is None else (s[: m.start()], m.group(0), s[m.end():])
+
+
+def _diagnose(line: str, lineno: int) -> ParseError:
+    """The error a line that the fast path refused deserves (mirrors expfmt's messages)."""
+    s = line.lstrip(" \t")
+    m = re.match(_NAME, s)
+    if m is None:
+        return ParseError(f"invalid metric name in {line[:60]!r}", lineno)
+    name = m.group(0)
+    s = s[m.end():]
+    if s and s[0] not in " \t{":
+        return ParseError(f"invalid metric name {(name + s.split()[0])[:60]!r}", lineno)
+    s = s.lstrip(" \t")
+    if s.startswith("{"):
+        s = s[1:]
+        # Scan the label set: names, '=', quoted values, separators.
+        while True:
+            s = s.lstrip(" \t")
+            if s.startswith("}"):
+                s = s[1:]
+                break
+            lm = re.match(r"[a-zA-Z_][a-zA-Z0-9_]*", s)
+            if lm is None:
+                return ParseError(f'invalid label name for metric "{name}"', lineno)
+            s = s[lm.end():].lstrip(" \t")
+            if not s.startswith("="):
+                return ParseError(f"expected '=' after label name {lm.group(0)!r}, found {s[:1]!r}", lineno)
+            s = s[1:].lstrip(" \t")
+            if not s.startswith('"'):
+                return ParseError(f"expected '\"' at start of label value, found {s[:1]!r}", lineno)
+            vm = re.match(r'"((?:[^"\\]|\\.)*)"', s)
+            if vm is None:
+                return ParseError(f"unexpected end of label value {s[1:41]!r}", lineno)
+            try:
+                _unescape(vm.group(1), _LABEL_ESCAPES, lineno)
+            except ParseError as exc:
+                return exc
+            s = s[vm.end():].lstrip(" \t")
+            if s.startswith(","):
+                s = s[1:]
+            elif not s.startswith("}"):
+                return ParseError(f"expected ',' or '}}' after label value, found {s[:1]!r}", lineno)
+        s = s.lstrip(" \t")
+    value, blank, rest = _split_blank(s)
+    try:
+        parse_go_float(value)
+    except ValueError:
+        return ParseError(f"expected float as value, got {value[:40]!r}", lineno)
+    if blank:
+        ts, blank, tail = _split_blank(rest.lstrip(" \t"))
+        if not re.fullmatch(r"[+-]?[0-9]+", ts):
+            return ParseError(f"expected integer as timestamp, got {ts[:40]!r}", lineno)
+        if blank:
+            return ParseError(f"spurious string after timestamp: {(blank + tail)[:40]!r}", lineno)
+        return ParseError(f"timestamp {ts[:40]} out of range", lineno)
+    return ParseError(f"cannot parse sample line {line[:60]!r}", lineno)
+
+
+class _State:
+    __slots__ = ("families", "typed")
+
+    def __init__(self) -> None:
+        self.families: dict[str, MetricFamily] = {}
+        self.typed: set[str] = set()  # families with a TYPE line or samples (a later TYPE is an error)
+
+
+def _family_for(state: _State, name: str) -> tuple[MetricFamily, str]:
+    """expfmt's setOrCreateCurrentMF: the family a sample name belongs to, and its role."""
+    fams = state.families
+    fam = fams.get(name)
+    if fam is not None:
+        return fam, ""
+    if name.endswith("_sum") or name.endswith("_count"):
+        base = name[: -4 if name.endswith("_sum") else -6]
+        fam = fams.get(base)
+        if fam is not None and fam.type is MetricType.SUMMARY:
+            return fam, "suffix"
+    if name.endswith("_bucket") or name.endswith("_sum") or name.endswith("_count"):
+        base = name[: -7 if name.endswith("_bucket") else -4 if name.endswith("_sum") else -6]
+        fam = fams.get(base)
+        if fam is not None and fam.type is MetricType.HISTOGRAM:
+            return fam, "bucket" if name.endswith("_bucket") else "suffix"
+    fam = fams[name] = MetricFamily(name)
+    return fam, ""
+
+
+def _comment(state: _State, line: str, lineno: int) -> None:
+    body = line.lstrip(" \t")[1:].lstrip(" \t")
+    if body.startswith("HELP"):
+        kind = "HELP"
+    elif body.startswith("TYPE"):
+        kind = "TYPE"
+    else:
+        return  # a plain comment
+    rest = body[4:]
+    if rest and rest[0] not in " \t":
+        return  # e.g. "# HELPER": a plain comment
+    rest = rest.lstrip(" \t")
+    if not rest:
+        return  # "# HELP" alone is a plain comment
+    m = re.match(_NAME, rest)
+    if m is None or (m.end() < len(rest) and rest[m.end()] not in " \t"):
+        raise ParseError(f"invalid metric name in {kind} line", lineno)
+    name = m.group(0)
+    text = rest[m.end():].lstrip(" \t")
+    fam = state.families.get(name)
+    if fam is None:
+        fam = state.families[name] = MetricFamily(name)
+    if kind == "HELP":
+        if fam.help is not None:
+            raise ParseError(f'second HELP line for metric name "{name}"', lineno)
+        fam.help = _unescape(text, _HELP_ESCAPES, lineno) if "\\" in text else text
+        return
+    if name in state.typed:
+        raise ParseError(f'second TYPE line for metric name "{name}", or TYPE reported after samples', lineno)
+    typ = _TYPES.get(text.lower())
+    if typ is None:
+        raise ParseError(f'unknown metric type "{text}"', lineno)
+    fam.type = typ
+    state.typed.add(name)
+
+
+def parse_text(data: bytes | str) -> list[MetricFamily]:
+    """Parse a text-format body into families, in order of first appearance.
+
+    Raises :class:`ParseError` (with the 1-based line) for anything Pushgateway would refuse to
+    parse. Families without samples (a lone HELP or TYPE line) are returned too.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ParseError("invalid UTF-8", data.count(b"\n", 0, exc.start) + 1) from None
+    else:
+        text = data
+    if not text:
+        return []
+    lines = text.split("\n")
+    last = lines.pop()
+    if last:
+        lines.append(last)  # reported below, once the lines before it have been checked
+    state = _State()
+    families = state.families
+    typed = state.typed
+    match = _SAMPLE_RE.fullmatch
+    histogram = MetricType.HISTOGRAM
+    summary = MetricType.SUMMARY
+    cur_name = ""
+    cur_fam: MetricFamily | None = None
+    cur_role = ""
+    for lineno, line in enumerate(lines, 1):
+        m = match(line)
+        if m is None:
+            s = line.lstrip(" \t")
+            if not s:
+                continue
+            if s[0] == "#":
+                _comment(state, line, lineno)
+                cur_name = ""
+                continue
+            raise _diagnose(line, lineno)
+        name, blob, value_s, ts_s = m.groups()
+        if name != cur_name:
+            cur_fam, cur_role = _family_for(state, name)
+            cur_name = name
+            if cur_fam.name not in typed:
+                typed.add(cur_fam.name)
+        assert cur_fam is not None
+        labels = _parse_labels(blob, name, lineno) if blob else {}
+        value = float(value_s)
+        if value in (math.inf, -math.inf) and "n" not in value_s and "N" not in value_s:
+            raise ParseError(f"expected float as value, got {value_s!r} (out of range)", lineno)
+        typ = cur_fam.type
+        if typ is histogram and cur_role == "bucket" and "le" in labels:
+            _check_float_label(labels["le"], "le", lineno)
+        elif typ is summary and cur_role == "" and "quantile" in labels:
+            _check_float_label(labels["quantile"], "quantile", lineno)
+        ts: int | None = None
+        if ts_s is not None:
+            ts = int(ts_s)
+            if not -(2**63) <= ts < 2**63:
+                raise ParseError(f"expected integer as timestamp, got {ts_s!r} (out of range)", lineno)
+        cur_fam.samples.append(FamilySample(name, labels, value, ts))
+    if last:
+        raise ParseError("unexpected end of input stream", len(lines))
+    return list(families.values())
+
+
+def _check_float_label(value: str, label: str, lineno: int) -> None:
+    try:
+        parse_go_float(value)
+    except ValueError:
+        raise ParseError(f"expected float as value for '{label}' label, got {value!r}", lineno) from None

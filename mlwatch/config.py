@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -55,11 +55,11 @@ from pydantic import (
     Tag,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -68,25 +68,11 @@ from mlwatch.errors import ConfigError, ConfigProblem
 from mlwatch.model import LABEL_NAME_RE, MetricType, format_duration_ms, parse_duration_ms, parse_size
 
 __all__ = [
-    "CommandSourceConfig",
-    "Config",
-    "HttpSourceConfig",
-    "LimitsConfig",
-    "LogSourceConfig",
-    "MetricDeclaration",
-    "PushConfig",
-    "ServerConfig",
-    "SourceConfig",
-    "StorageConfig",
-    "TLSConfig",
-    "check_config",
-    "check_metric_types",
-    "config_path",
-    "default_config",
-    "load_config",
-    "parse_config",
+    "CommandSourceConfig", "Config", "HttpSourceConfig", "LimitsConfig", "LogSourceConfig",
+    "MetricDeclaration", "PushConfig", "ServerConfig", "SourceConfig", "StorageConfig", "TLSConfig",
+    "check_config", "check_metric_types", "config_path", "default_config", "load_config", "parse_config",
     "source_type",
-]
+]  # fmt: skip
 
 DEFAULT_CONFIG_FILE = "mlwatch.yaml"
 CONFIG_ENV_VAR = "MLWATCH_CONFIG"
@@ -107,7 +93,7 @@ def _ctx(info: ValidationInfo) -> Mapping[str, Any]:
 
 def _parse_duration(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r} (use Prometheus syntax such as 30s, 5m, 1h30m, 7d)")
+        raise ValueError(f"invalid duration {value!r} (use Prometheus syntax such as 30s, 5m, 1h30m, 7d)")  # noqa: TRY004 (pydantic reports ValueError)
     if isinstance(value, int):
         # Python callers pass milliseconds; in a file a bare number has no unit and is ambiguous.
         if value == 0 or not _ctx(info).get("from_file"):
@@ -120,7 +106,7 @@ def _parse_duration(value: Any, info: ValidationInfo) -> Any:
         if ms > _MAX_DURATION_MS:
             raise ValueError(f"duration {value!r} is too large")
         return ms
-    return value  # pydantic reports the wrong type
+    raise ValueError(f"expected a duration such as 30s or 5m, got {_kind(value)}")
 
 
 def _positive_duration(value: int) -> int:
@@ -137,19 +123,19 @@ def _non_negative(value: int) -> int:
 
 def _parse_size(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ValueError(f"invalid size {value!r} (use e.g. 512KiB, 10MiB, 2GB)")
+        raise ValueError(f"invalid size {value!r} (use e.g. 512KiB, 10MiB, 2GB)")  # noqa: TRY004
     if isinstance(value, int | str):
         size = parse_size(value)
         if size <= 0:
             raise ValueError("must be a size greater than 0")
         return size
-    return value
+    raise ValueError(f"expected a size such as 10MiB, got {_kind(value)}")
 
 
 def _whole_number(value: Any) -> Any:
     """Refuse ``true`` as 1, which pydantic's lax mode would accept for an int."""
     if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {str(value).lower()}")
+        raise ValueError(f"expected an integer, got {str(value).lower()}")  # noqa: TRY004
     return value
 
 
@@ -227,9 +213,13 @@ def _sqlite_url(url: str) -> str:
         raise ValueError("not a database URL (expected sqlite:///path/to/mlwatch.db)") from None
     if parsed.drivername not in _SQLITE_DRIVERS:
         shown = parsed.render_as_string(hide_password=True)
-        raise ValueError(f"SQLite is the only supported database today: expected sqlite:///path, got {shown!r}")
+        raise ValueError(
+            f"SQLite is the only supported database today: expected sqlite:///path, got {shown!r}"
+        )
     if not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory":
-        raise ValueError("an in-memory database cannot be shared by the daemon and its readers; give a file path")
+        raise ValueError(
+            "an in-memory database cannot be shared by the daemon and its readers; give a file path"
+        )
     return url
 
 
@@ -300,13 +290,15 @@ def _existing_file(path: str, info: ValidationInfo) -> str:
     if not path:
         raise ValueError("expected a file path")
     base = _ctx(info).get("base_dir")
-    full = Path(path) if Path(path).is_absolute() or base is None else Path(base) / path
+    relative = base is not None and not Path(path).is_absolute()
+    full = Path(os.path.normpath(Path(str(base)) / path)) if relative else Path(path)
+    shown = f"{path!r} (relative to the config file's directory)" if relative else repr(path)
     if not full.exists():
-        raise ValueError(f"file not found: {str(full)!r}")
+        raise ValueError(f"file not found: {shown}")
     if not full.is_file():
-        raise ValueError(f"not a file: {str(full)!r}")
+        raise ValueError(f"not a file: {shown}")
     if not os.access(full, os.R_OK):
-        raise ValueError(f"file not readable: {str(full)!r}")
+        raise ValueError(f"file not readable: {shown}")
     return str(full)
 
 
@@ -314,11 +306,27 @@ ExistingFile = Annotated[str, AfterValidator(_existing_file)]
 """A path to a readable file; relative paths are relative to the config file's directory, as Prometheus does."""
 
 
+def _pem_containing(marker: str, what: str) -> Callable[[str], str]:
+    def check(path: str) -> str:
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 20)
+        except OSError as exc:
+            raise ValueError(f"cannot read the file: {exc.strerror}") from None
+        if marker.encode() not in head:
+            raise ValueError(f"the file holds no PEM {what}")
+        return path
+
+    return check
+
+
 class TLSConfig(_Model):
     """Serve HTTPS with this certificate chain and private key (PEM)."""
 
-    cert_file: ExistingFile
-    key_file: ExistingFile
+    cert_file: Annotated[
+        ExistingFile, AfterValidator(_pem_containing("-----BEGIN CERTIFICATE-----", "certificate"))
+    ]
+    key_file: Annotated[ExistingFile, AfterValidator(_pem_containing("PRIVATE KEY-----", "private key"))]
 
     @model_validator(mode="after")
     def _loads(self) -> TLSConfig:
@@ -327,8 +335,13 @@ class TLSConfig(_Model):
             # A password callback that fails keeps an encrypted key from prompting on the terminal.
             context.load_cert_chain(self.cert_file, self.key_file, password=lambda: b"")
         except (ssl.SSLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc.strerror or "unreadable"
-            raise ValueError(f"cannot load the TLS certificate and key: {reason}") from None
+            reason = (
+                str(getattr(exc, "reason", None) or exc.strerror or "unreadable").lower().replace("_", " ")
+            )
+            raise ValueError(
+                f"the certificate and key do not load together ({reason}): "
+                "is it the key of this certificate, and is the key unencrypted?"
+            ) from None
         return self
 
 
@@ -445,15 +458,21 @@ class SourceConfig(_Model):
     """At most ``interval``; when not given, the smaller of 10s and ``interval``."""
     labels: LabelSet = Field(default_factory=dict)
 
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_within_interval(cls, timeout: int, info: ValidationInfo) -> int:
+        interval = info.data.get("interval")  # absent when the interval itself is invalid
+        if interval is not None and timeout > interval:
+            raise ValueError(
+                f"must not be longer than interval ({format_duration_ms(timeout)} > {format_duration_ms(interval)})"
+            )
+        return timeout
+
     @model_validator(mode="after")
-    def _timeout_within_interval(self) -> SourceConfig:
-        if self.timeout <= self.interval:
-            return self
-        if "timeout" not in self.model_fields_set:
+    def _default_timeout_within_interval(self) -> SourceConfig:
+        if self.timeout > self.interval:  # only the default can get here: clamp it, as Prometheus does
             return self.model_copy(update={"timeout": self.interval})
-        raise ValueError(
-            f"timeout ({format_duration_ms(self.timeout)}) must not be longer than interval ({format_duration_ms(self.interval)})"
-        )
+        return self
 
     def declared_metrics(self) -> Iterable[MetricDeclaration]:
         """Metric names this source writes whose type is known from the config (none for the common keys)."""
@@ -492,7 +511,11 @@ def _tagged_union(registry: Mapping[str, type[BaseModel]]) -> Any:
     return Annotated[Union[members], Discriminator(_type_tag)]  # noqa: UP007 (a runtime-built union)
 
 
-AnySource = _tagged_union(SOURCE_TYPES)
+if TYPE_CHECKING:
+    AnySource = SourceConfig
+else:
+    AnySource = _tagged_union(SOURCE_TYPES)
+    """Validates a source with the model its ``type`` names."""
 
 
 # ------------------------------------------------------------------ the whole config
@@ -506,7 +529,7 @@ class Config(_Model):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     push: PushConfig = Field(default_factory=PushConfig)
     evaluation_interval: PositiveDuration = 15 * _S
-    sources: list[AnySource] = Field(default_factory=list)  # type: ignore[valid-type]
+    sources: list[AnySource] = Field(default_factory=list)
 
     def metric_declarations(self) -> Iterator[MetricDeclaration]:
         """Every metric the config declares with a type, located from the top of the file."""
@@ -572,11 +595,8 @@ def _duplicate_source_names(tree: Any, lines: _Lines, file: str) -> list[ConfigP
             continue
         line = lines.line(("sources", i, "name"))
         if name in seen:
-            problems.append(
-                ConfigProblem(
-                    file, line, f"sources[{i}].name: duplicate source name {name!r} (first at line {seen[name]})"
-                )
-            )
+            message = f"sources[{i}].name: duplicate source name {name!r} (first at line {seen[name]})"
+            problems.append(ConfigProblem(file, line, message))
         else:
             seen[name] = line
     return problems
@@ -612,6 +632,7 @@ class _TreeReader:
         self.lines = _Lines()
         self.problems: list[ConfigProblem] = []
         self.failed_paths: set[_Path] = set()
+        self.expanded: dict[_Path, tuple[str, str]] = {}  # path -> (text as written, expanded text)
         self._nodes = 0
         self._open: set[int] = set()
 
@@ -640,7 +661,8 @@ class _TreeReader:
             self._open.add(id(node))
             try:
                 return [
-                    self.read(item, (*path, i), _item_line(node, i, line)) for i, item in enumerate(node)
+                    self.read(item, (*path, i), _position(node, "item", i, line))
+                    for i, item in enumerate(node)
                 ]
             finally:
                 self._open.discard(id(node))
@@ -660,15 +682,13 @@ class _TreeReader:
     def _mapping(self, node: dict[Any, Any], path: _Path, line: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in node.items():
-            key_line = _key_line(node, key, line)
+            key_line = _position(node, "key", key, line)
             if not isinstance(key, str) or isinstance(key, bool):
                 self.problem(path, f"keys must be strings, got {_describe(key, False)}", key_line)
                 continue
             key = str(key)
-            if isinstance(value, dict | list) or not isinstance(node, CommentedMap):
-                value_line = key_line
-            else:
-                value_line = _value_line(node, key, key_line)
+            nested = isinstance(value, dict | list)
+            value_line = key_line if nested else _position(node, "value", key, key_line)
             self.lines.at.setdefault((*path, key), key_line)
             out[key] = self.read(value, (*path, key), value_line)
         return out
@@ -683,7 +703,9 @@ class _TreeReader:
             ref = m.group(1)
             name, sep, default = ref.partition(":-")
             if not _ENV_NAME_RE.match(name):
-                raise _ExpandError(f"invalid variable reference ${{{ref}}} (expected ${{NAME}} or ${{NAME:-default}})")
+                raise _ExpandError(
+                    f"invalid variable reference ${{{ref}}} (expected ${{NAME}} or ${{NAME:-default}})"
+                )
             value = self.env.get(name)
             if value is None or (sep and value == ""):
                 if sep:
@@ -693,38 +715,26 @@ class _TreeReader:
 
         try:
             pieces = _VAR_RE.split(text)
-            if any("${" in piece for piece in pieces[:: 2]):
+            if any("${" in piece for piece in pieces[::2]):
                 raise _ExpandError("unterminated ${ (write $${ for a literal ${)")
-            return _VAR_RE.sub(substitute, text)
+            result = _VAR_RE.sub(substitute, text)
         except _ExpandError as exc:
             self.problem(path, str(exc))
             self.failed_paths.add(path)  # pydantic's complaint about the unexpanded text would repeat it
             return text
+        if result != text:
+            self.expanded[path] = (text, result)
+        return result
 
 
 class _ExpandError(Exception):
     pass
 
 
-def _key_line(node: Any, key: Any, default: int) -> int:
+def _position(node: Any, what: str, arg: Any, default: int) -> int:
+    """1-based line of ``node.lc.<what>(arg)``; ``default`` where ruamel has none (e.g. keys merged with <<)."""
     try:
-        return int(node.lc.key(key)[0]) + 1
-    except (AttributeError, KeyError, TypeError, IndexError):
-        return default  # e.g. a key that came in through a << merge
-
-
-def _value_line(node: Any, key: Any, default: int) -> int:
-    try:
-        return int(node.lc.value(key)[0]) + 1
-    except (AttributeError, KeyError, TypeError, IndexError):
-        return default
-
-
-def _item_line(node: Any, index: int, default: int) -> int:
-    if not isinstance(node, CommentedSeq):
-        return default
-    try:
-        return int(node.lc.item(index)[0]) + 1
+        return int(getattr(node.lc, what)(arg)[0]) + 1
     except (AttributeError, KeyError, TypeError, IndexError):
         return default
 
@@ -736,7 +746,9 @@ def _yaml_problem(exc: YAMLError, file: str) -> ConfigProblem:
         # ruamel quotes both values of a duplicate key; they may be secrets.
         what = what.split(" with value")[0]
         return ConfigProblem(file, (mark.line + 1) if mark else 0, f"YAML syntax error: {what}")
-    return ConfigProblem(file, 0, f"YAML error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return ConfigProblem(
+        file, 0, f"YAML error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    )
 
 
 # ------------------------------------------------------------------ pydantic errors -> problems
@@ -754,24 +766,15 @@ def _format_path(path: _Path) -> str:
     return out
 
 
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "true/false"), (dict, "a mapping"), (list, "a list"), (str, "a string"),
+    (int, "an integer"), (float, "a number"), (date, "a date"), (type(None), "null"),
+)  # fmt: skip
+
+
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, date):
-        return "a date"
-    return f"a {type(value).__name__}"
+    """What a YAML value is, in the file's terms, without its content."""
+    return next((word for tp, word in _KINDS if isinstance(value, tp)), f"a {type(value).__name__}")
 
 
 def _describe(value: Any, secret: bool) -> str:
@@ -878,7 +881,7 @@ _TYPE_WORDS = {
     "list_type": "a list", "string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
     "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
     "bool_type": "true or false", "bool_parsing": "true or false",
-}
+}  # fmt: skip
 
 
 def _message(error: Mapping[str, Any], where: _Where) -> tuple[_Path, str]:
@@ -911,15 +914,19 @@ def _message(error: Mapping[str, Any], where: _Where) -> tuple[_Path, str]:
     return path, str(error["msg"])
 
 
-def _validation_problems(exc: ValidationError, lines: _Lines, skip: set[_Path], file: str) -> list[ConfigProblem]:
+def _validation_problems(exc: ValidationError, reader: _TreeReader, file: str) -> list[ConfigProblem]:
     problems = []
     for error in exc.errors(include_url=False):
         where = _resolve(tuple(error["loc"]))
-        if any(where.path[: len(p)] == p for p in skip):
+        if any(where.path[: len(p)] == p for p in reader.failed_paths):
             continue  # already reported (e.g. an unset ${VAR})
         path, message = _message(error, where)
+        if where.path in reader.expanded:  # the environment may hold secrets: quote the file, not them
+            written, value = reader.expanded[where.path]
+            if value:
+                message = message.replace(json.dumps(value), json.dumps(written)).replace(value, written)
         text = f"{_format_path(path)}: {message}" if path else message
-        problems.append(ConfigProblem(file, lines.line(path), text))
+        problems.append(ConfigProblem(file, reader.lines.line(path), text))
     return problems
 
 
@@ -951,10 +958,10 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     except RecursionError:
         raise ConfigError([ConfigProblem(filename, 0, "YAML nesting is too deep")]) from None
     if not isinstance(tree, dict):
-        raise ConfigError(
-            [ConfigProblem(filename, _node_line(document), f"the top level must be a mapping of keys such as "
-                           f"storage, server and sources, got {_kind(tree)}")]
+        message = (
+            f"the top level must be a mapping of keys such as storage, server and sources, got {_kind(tree)}"
         )
+        raise ConfigError([ConfigProblem(filename, _node_line(document), message)])
     problems = list(reader.problems)
     problems += _duplicate_source_names(tree, reader.lines, filename)
     base_dir = Path.cwd() if filename.startswith("<") else Path(filename).resolve().parent
@@ -963,7 +970,7 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     try:
         config = Config.model_validate(tree, context=context)
     except ValidationError as exc:
-        problems += _validation_problems(exc, reader.lines, reader.failed_paths, filename)
+        problems += _validation_problems(exc, reader, filename)
     except RecursionError:
         problems.append(ConfigProblem(filename, 0, "the config is nested too deeply"))
     if config is not None:
@@ -1001,7 +1008,9 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os
     try:
         data = chosen.read_bytes()
     except OSError as exc:
-        raise ConfigError([ConfigProblem(name, 0, f"cannot read the config file: {exc.strerror or exc}")]) from None
+        raise ConfigError(
+            [ConfigProblem(name, 0, f"cannot read the config file: {exc.strerror or exc}")]
+        ) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -1010,12 +1019,12 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os
     return parse_config(text, name, env)
 
 
-def check_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ) -> list[ConfigProblem]:
+def check_config(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ
+) -> list[ConfigProblem]:
     """Every problem in the config :func:`config_path` picks, in line order; empty when it is valid."""
     try:
         load_config(path, env)
     except ConfigError as exc:
         return exc.problems
     return []
-
-

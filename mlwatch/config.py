@@ -762,7 +762,7 @@ def _format_path(path: _Path) -> str:
         elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
             out += f".{part}" if out else part
         else:
-            out += f"[{json.dumps(part)}]"
+            out += f"[{json.dumps(part)}]" if out else json.dumps(part)
     return out
 
 

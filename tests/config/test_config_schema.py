@@ -72,7 +72,7 @@ storage: {url: "sqlite:////var/lib/mlwatch/m.db", retention: 2w, out_of_order_wi
 server:
   listen: "[::1]:0"
   protect_reads: true
-  basic_auth_users: {prometheus: "%s"}
+  basic_auth_users: {prometheus: "HASH"}
   max_body_bytes: 512KiB
 limits: {max_series: 5, query_timeout: 1m30s, query_max_samples: 1e3, lookback_delta: 250ms}
 evaluation_interval: 1h
@@ -81,8 +81,7 @@ sources:
   - {name: api, type: http, interval: 1m, timeout: 20s, labels: {env: prod, version: 2}}
   - {name: log, type: log}
   - {name: cmd, type: command, interval: 5s}
-"""
-        % HASH,
+""".replace("HASH", HASH),
         env={},
     )
     assert cfg.storage.url == "sqlite:////var/lib/mlwatch/m.db"
@@ -96,7 +95,11 @@ sources:
     assert (cfg.limits.max_series, cfg.limits.query_timeout) == (5, 90_000)
     assert (cfg.limits.query_max_samples, cfg.limits.lookback_delta) == (1000, 250)
     assert cfg.evaluation_interval == 3_600_000
-    assert (cfg.push.sample_interval, cfg.push.accept_timestamps, cfg.push.default_ttl) == (30_000, False, 86_400_000)
+    assert (cfg.push.sample_interval, cfg.push.accept_timestamps, cfg.push.default_ttl) == (
+        30_000,
+        False,
+        86_400_000,
+    )
     api, log, cmd = cfg.sources
     assert isinstance(api, HttpSourceConfig) and isinstance(log, LogSourceConfig)
     assert isinstance(cmd, CommandSourceConfig)
@@ -122,7 +125,9 @@ def test_listen(listen: str, host: str, port: int) -> None:
     assert (server.host, server.port) == (host, port)
 
 
-@pytest.mark.parametrize("listen", ["9091", ":9091", "host:", "host:65536", "host:-1", "[::1]", "[zz]:1", "a b:1"])
+@pytest.mark.parametrize(
+    "listen", ["9091", ":9091", "host:", "host:65536", "host:-1", "[::1]", "[zz]:1", "a b:1"]
+)
 def test_bad_listen(listen: str) -> None:
     [problem] = problems(f"server: {{listen: '{listen}'}}")
     assert problem.startswith("c.yaml:1: server.listen: invalid")
@@ -149,9 +154,11 @@ def test_source_types_are_a_registry() -> None:
 def test_var_expansion() -> None:
     env = {"PORT": "9100", "DIR": "/srv/m", "EMPTY": ""}
     cfg = parse_config(
-        "server: {listen: '127.0.0.1:${PORT}', basic_auth_users: {p: '%s'}}\n"
+        "server: {listen: '127.0.0.1:${PORT}', basic_auth_users: {p: 'HASH'}}\n"
         "storage: {url: 'sqlite:///${DIR}/m.db', retention: '${RET:-7d}', out_of_order_window: '${EMPTY:-5m}'}\n"
-        "sources: [{name: '${PORT}-api', type: log, labels: {a: '$${PORT}', b: '$PORT'}}]\n" % HASH,
+        "sources: [{name: '${PORT}-api', type: log, labels: {a: '$${PORT}', b: '$PORT'}}]\n".replace(
+            "HASH", HASH
+        ),
         env=env,
     )
     assert cfg.server.port == 9100
@@ -185,11 +192,13 @@ def test_bearer_token_is_read_at_load_and_never_shown() -> None:
 
 
 def test_basic_auth_hashes_stay_out_of_repr() -> None:
-    cfg = parse_config("server: {basic_auth_users: {p: '%s'}}" % HASH, env={})
+    cfg = parse_config("server: {basic_auth_users: {p: 'HASH'}}".replace("HASH", HASH), env={})
     assert HASH not in repr(cfg) and HASH not in str(cfg.server)
 
 
-def test_bearer_token_outside_a_load_comes_from_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bearer_token_outside_a_load_comes_from_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("MLW_TEST_TOKEN", "t0k")
     assert ServerConfig(bearer_token_env="MLW_TEST_TOKEN").bearer_token() == "t0k"
 
@@ -282,7 +291,9 @@ def test_missing_file_is_one_problem_without_a_line(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
         load_config(path, {})
-    assert info.value.problems == [ConfigProblem(str(path), 0, "cannot read the config file: No such file or directory")]
+    assert info.value.problems == [
+        ConfigProblem(str(path), 0, "cannot read the config file: No such file or directory")
+    ]
     assert str(info.value) == f"{path}: cannot read the config file: No such file or directory"
 
 
@@ -307,7 +318,9 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     assert load_config(path, {}).evaluation_interval == 60_000
 
 
-def test_load_uses_the_process_environment_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_uses_the_process_environment_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("evaluation_interval: ${MLW_TEST_EVAL}\n")
     monkeypatch.setenv("MLW_TEST_EVAL", "45s")

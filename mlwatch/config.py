@@ -60,6 +60,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -583,7 +584,7 @@ def check_metric_types(
     return problems
 
 
-def _duplicate_source_names(tree: Any, lines: _Lines, file: str) -> list[ConfigProblem]:
+def _duplicate_source_names(tree: Any, reader: _TreeReader, file: str) -> list[ConfigProblem]:
     sources = tree.get("sources") if isinstance(tree, dict) else None
     if not isinstance(sources, list):
         return []
@@ -593,10 +594,10 @@ def _duplicate_source_names(tree: Any, lines: _Lines, file: str) -> list[ConfigP
         name = source.get("name") if isinstance(source, dict) else None
         if not isinstance(name, str):
             continue
-        line = lines.line(("sources", i, "name"))
+        line = reader.lines.line(("sources", i, "name"))
         if name in seen:
             message = f"sources[{i}].name: duplicate source name {name!r} (first at line {seen[name]})"
-            problems.append(ConfigProblem(file, line, message))
+            problems.append(ConfigProblem(file, line, reader.redact(message, ("sources", i, "name"))))
         else:
             seen[name] = line
     return problems
@@ -606,6 +607,8 @@ def _duplicate_source_names(tree: Any, lines: _Lines, file: str) -> list[ConfigP
 
 _Path = tuple[str | int, ...]
 _MAX_NODES = 200_000  # aliases can make a small file expand into a huge tree
+_MAX_DEPTH = 100
+_OLD_YAML_RE = re.compile(r"^%YAML[ \t]+(?!1\.2\b)", re.MULTILINE)
 _VAR_RE = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 
 
@@ -635,6 +638,14 @@ class _TreeReader:
         self.expanded: dict[_Path, tuple[str, str]] = {}  # path -> (text as written, expanded text)
         self._nodes = 0
         self._open: set[int] = set()
+
+    def redact(self, message: str, *paths: _Path) -> str:
+        """``message`` with values expanded from the environment (which may hold secrets) shown as written."""
+        for path in {p[:end] for p in paths for end in range(len(p) + 1)}:
+            written, value = self.expanded.get(path, ("", ""))
+            if value:
+                message = message.replace(json.dumps(value), json.dumps(written)).replace(value, written)
+        return message
 
     def problem(self, path: _Path, message: str, line: int | None = None) -> None:
         where = _format_path(path)
@@ -734,15 +745,18 @@ class _ExpandError(Exception):
 def _position(node: Any, what: str, arg: Any, default: int) -> int:
     """1-based line of ``node.lc.<what>(arg)``; ``default`` where ruamel has none (e.g. keys merged with <<)."""
     try:
-        return int(getattr(node.lc, what)(arg)[0]) + 1
+        line = getattr(node.lc, what)(arg)[0]
     except (AttributeError, KeyError, TypeError, IndexError):
         return default
+    return line + 1 if isinstance(line, int) else default
 
 
 def _yaml_problem(exc: YAMLError, file: str) -> ConfigProblem:
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "invalid YAML"
+        if isinstance(exc, MaxDepthExceededError):
+            what = f"nested more than {_MAX_DEPTH} levels deep"
         # ruamel quotes both values of a duplicate key; they may be secrets.
         what = what.split(" with value")[0]
         return ConfigProblem(file, (mark.line + 1) if mark else 0, f"YAML syntax error: {what}")
@@ -921,10 +935,7 @@ def _validation_problems(exc: ValidationError, reader: _TreeReader, file: str) -
         if any(where.path[: len(p)] == p for p in reader.failed_paths):
             continue  # already reported (e.g. an unset ${VAR})
         path, message = _message(error, where)
-        if where.path in reader.expanded:  # the environment may hold secrets: quote the file, not them
-            written, value = reader.expanded[where.path]
-            if value:
-                message = message.replace(json.dumps(value), json.dumps(written)).replace(value, written)
+        message = reader.redact(message, where.path, path)
         text = f"{_format_path(path)}: {message}" if path else message
         problems.append(ConfigProblem(file, reader.lines.line(path), text))
     return problems
@@ -944,8 +955,17 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     An empty document is the default config. Relative TLS file paths are resolved against the
     directory of ``filename`` (the working directory for a pseudo-name such as ``<config>``).
     """
+    old_yaml = _OLD_YAML_RE.search(text)
+    if old_yaml:  # 1.1 reads `yes` as true and `010` as 8; ruamel would also warn rather than fail
+        line = text.count("\n", 0, old_yaml.start()) + 1
+        raise ConfigError(
+            [ConfigProblem(filename, line, "only YAML 1.2 is supported (remove the %YAML directive)")]
+        )
+    yaml = YAML(typ="rt", pure=True)
+    yaml.max_depth = _MAX_DEPTH
+    yaml.composer.warn_double_anchors = False  # redefining an anchor is valid YAML: the later one wins
     try:
-        document = YAML(typ="rt", pure=True).load(text)
+        document = yaml.load(text)
     except YAMLError as exc:
         raise ConfigError([_yaml_problem(exc, filename)]) from None
     except RecursionError:
@@ -963,7 +983,7 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
         )
         raise ConfigError([ConfigProblem(filename, _node_line(document), message)])
     problems = list(reader.problems)
-    problems += _duplicate_source_names(tree, reader.lines, filename)
+    problems += _duplicate_source_names(tree, reader, filename)
     base_dir = Path.cwd() if filename.startswith("<") else Path(filename).resolve().parent
     context = {"env": env, "base_dir": base_dir, "from_file": True}
     config: Config | None = None
@@ -982,10 +1002,8 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
 
 
 def _node_line(node: Any) -> int:
-    try:
-        return int(node.lc.line) + 1
-    except AttributeError:
-        return 1
+    line = getattr(getattr(node, "lc", None), "line", None)
+    return line + 1 if isinstance(line, int) else 1
 
 
 def config_path(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ) -> Path | None:

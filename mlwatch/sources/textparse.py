@@ -25,7 +25,7 @@ import re
 from mlwatch.errors import ParseError
 from mlwatch.model import FamilySample, MetricFamily, MetricType
 
-__all__ = ["parse_text", "parse_go_float"]
+__all__ = ["format_float", "go_float", "parse_go_float", "parse_text"]
 
 _B = "[ \\t]"
 _NAME = "[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -49,6 +49,59 @@ _ESCAPE_RE = re.compile(r"\\(.)")
 _LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
 _HELP_ESCAPES = {"\\": "\\", "n": "\n"}
 _TYPES = {t.value: t for t in MetricType}
+
+
+def go_float(value: float) -> str:
+    """Go's ``strconv.FormatFloat(value, 'g', -1, 64)`` (also ``fmt.Sprint`` of a float64)."""
+    if value != value:
+        return "NaN"
+    if value == math.inf:
+        return "+Inf"
+    if value == -math.inf:
+        return "-Inf"
+    r = repr(value)
+    mag = -value if value < 0 else value
+    if "e" not in r and (1e-4 <= mag < 1e6 or value == 0):
+        # Python's repr and Go's %g agree here, except for the ".0" Python adds to integers.
+        return r[:-2] if r.endswith(".0") else r
+    # Shortest round-trip digits are identical in Python and Go; only the layout differs.
+    neg = r.startswith("-")
+    body = r[1:] if neg else r
+    if "e" in body:
+        mant, exp_s = body.split("e")
+        digits = mant.replace(".", "")
+        dp = int(exp_s) + 1
+    else:
+        whole, _, frac = body.partition(".")
+        if whole == "0":
+            stripped = frac.lstrip("0")
+            dp = -(len(frac) - len(stripped))
+            digits = stripped
+        else:
+            digits = whole + frac
+            dp = len(whole)
+    digits = digits.rstrip("0") or "0"
+    exp = dp - 1
+    sign = "-" if neg else ""
+    if exp < -4 or exp >= 6:
+        mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{mant}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if dp <= 0:
+        return f"{sign}0.{'0' * -dp}{digits}"
+    if dp >= len(digits):
+        return sign + digits + "0" * (dp - len(digits))
+    return f"{sign}{digits[:dp]}.{digits[dp:]}"
+
+
+def format_float(value: float) -> str:
+    """A sample value as expfmt's ``writeFloat`` prints it."""
+    if value == 0:
+        return "0"
+    if value == 1:
+        return "1"
+    if value == -1:
+        return "-1"
+    return go_float(value)
 
 
 def parse_go_float(text: str) -> float:
@@ -87,21 +140,6 @@ def _parse_labels(blob: str, name: str, lineno: int) -> dict[str, str]:
             if "\\" in v:
                 labels[k] = _unescape(v, _LABEL_ESCAPES, lineno)
     return labels
-
-
-def _label_error(rest: str, name: str, lineno: int) -> None:
-    """Describe what is wrong at the start of ``rest`` (inside a label set)."""
-    s = rest.lstrip(" \t")
-    m = re.match(r"[a-zA-Z_][a-zA-Z0-9_]*", s)
-    if m is None:
-        raise ParseError(f'invalid label name for metric "{name}"', lineno)
-    s = s[m.end():].lstrip(" \t")
-    if not s.startswith("="):
-        raise ParseError(f"expected '=' after label name, found {s[:1]!r}", lineno)
-    s = s[1:].lstrip(" \t")
-    if not s.startswith('"'):
-        raise ParseError(f"expected '\"' at start of label value, found {s[:1]!r}", lineno)
-    raise ParseError(f"expected ',' or '}}' after label value, found {s[1:].split(chr(34), 1)[-1][:1]!r}", lineno)
 
 
 def _split_blank(s: str) -> tuple[str, str, str]:
@@ -173,24 +211,22 @@ class _State:
         self.typed: set[str] = set()  # families with a TYPE line or samples (a later TYPE is an error)
 
 
-def _family_for(state: _State, name: str) -> tuple[MetricFamily, str]:
-    """expfmt's setOrCreateCurrentMF: the family a sample name belongs to, and its role."""
+def _family_for(state: _State, name: str) -> MetricFamily:
+    """expfmt's setOrCreateCurrentMF: the family a sample name belongs to."""
     fams = state.families
     fam = fams.get(name)
     if fam is not None:
-        return fam, ""
+        return fam
     if name.endswith("_sum") or name.endswith("_count"):
-        base = name[: -4 if name.endswith("_sum") else -6]
-        fam = fams.get(base)
+        fam = fams.get(name[: -4 if name.endswith("_sum") else -6])
         if fam is not None and fam.type is MetricType.SUMMARY:
-            return fam, "suffix"
+            return fam
     if name.endswith("_bucket") or name.endswith("_sum") or name.endswith("_count"):
-        base = name[: -7 if name.endswith("_bucket") else -4 if name.endswith("_sum") else -6]
-        fam = fams.get(base)
+        fam = fams.get(name[: -7 if name.endswith("_bucket") else -4 if name.endswith("_sum") else -6])
         if fam is not None and fam.type is MetricType.HISTOGRAM:
-            return fam, "bucket" if name.endswith("_bucket") else "suffix"
+            return fam
     fam = fams[name] = MetricFamily(name)
-    return fam, ""
+    return fam
 
 
 def _comment(state: _State, line: str, lineno: int) -> None:
@@ -256,7 +292,6 @@ def parse_text(data: bytes | str) -> list[MetricFamily]:
     summary = MetricType.SUMMARY
     cur_name = ""
     cur_fam: MetricFamily | None = None
-    cur_role = ""
     for lineno, line in enumerate(lines, 1):
         m = match(line)
         if m is None:
@@ -270,7 +305,7 @@ def parse_text(data: bytes | str) -> list[MetricFamily]:
             raise _diagnose(line, lineno)
         name, blob, value_s, ts_s = m.groups()
         if name != cur_name:
-            cur_fam, cur_role = _family_for(state, name)
+            cur_fam = _family_for(state, name)
             cur_name = name
             if cur_fam.name not in typed:
                 typed.add(cur_fam.name)
@@ -279,18 +314,21 @@ def parse_text(data: bytes | str) -> list[MetricFamily]:
         value = float(value_s)
         if value in (math.inf, -math.inf) and "n" not in value_s and "N" not in value_s:
             raise ParseError(f"expected float as value, got {value_s!r} (out of range)", lineno)
-        typ = cur_fam.type
-        if typ is histogram and cur_role == "bucket" and "le" in labels:
-            _check_float_label(labels["le"], "le", lineno)
-        elif typ is summary and cur_role == "" and "quantile" in labels:
-            _check_float_label(labels["quantile"], "quantile", lineno)
+        if labels:
+            # expfmt treats le (quantile) on any sample of a histogram (summary) as its bucket
+            # bound (quantile), which must be a float.
+            typ = cur_fam.type
+            if typ is histogram and "le" in labels:
+                _check_float_label(labels["le"], "le", lineno)
+            elif typ is summary and "quantile" in labels:
+                _check_float_label(labels["quantile"], "quantile", lineno)
         ts: int | None = None
         if ts_s is not None:
             ts = int(ts_s)
             if not -(2**63) <= ts < 2**63:
                 raise ParseError(f"expected integer as timestamp, got {ts_s!r} (out of range)", lineno)
         cur_fam.samples.append(FamilySample(name, labels, value, ts))
-    if last:
+    if last.strip(" \t"):
         raise ParseError("unexpected end of input stream", len(lines))
     return list(families.values())
 

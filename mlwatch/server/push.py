@@ -1,0 +1,259 @@
+"""The Pushgateway-compatible HTTP API: ``/metrics/job/...`` and Pushgateway's ``/api/v1``.
+
+Status codes are Pushgateway 1.5.1's (checked against the binary), plus what durability needs:
+
+=====================================  ======  ==========================================
+request                                status  body
+=====================================  ======  ==========================================
+PUT/POST accepted (and committed)      200     empty
+DELETE (group or not)                  202     empty
+PUT /api/v1/admin/wipe                 202     empty
+no job in the path                     404     ``404 page not found``
+bad path, body or consistency          400     the problem, e.g. ``text format parsing
+                                               error in line 2: ...`` (the line is named)
+body over max_body_bytes (also         413     the limit
+after gzip decompression)
+storage locked, read-only or full      503     the cause; ``Retry-After: 5``; nothing stored
+series limit (limits.max_series)       400     the limit; nothing stored
+=====================================  ======  ==========================================
+
+A push that would exceed ``limits.max_series`` is refused whole with **400**, as Cortex and
+Mimir answer a remote write over a per-tenant series limit: the push itself is what must change,
+and a 429 or 5xx would make clients retry the same push forever. It is counted in
+``mlwatch_pushes_total{outcome="series_limit"}``.
+
+Bodies are text format 0.0.4 unless the Content-Type is delimited protobuf; ``Content-Encoding:
+gzip`` is accepted (aiohttp may already have inflated the stream; either way the size bound
+applies to the inflated body). ``?ttl=<duration>`` (mlwatch extension) retires the group that
+long after this push; ``ttl=0s`` keeps it despite ``push.default_ttl``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mlwatch import __version__
+from mlwatch.errors import ParseError, PushError, StorageUnavailable
+from mlwatch.model import MetricFamily, format_duration_ms, parse_duration_ms
+from mlwatch.sources.protoparse import BodyTooLarge, gunzip_bounded, is_protobuf, parse_protobuf
+from mlwatch.sources.push import GroupNotFound, PushSource, parse_grouping_path, rfc3339
+from mlwatch.sources.textparse import parse_text
+from mlwatch.storage.writer import PushGroupRecord, SeriesLimitExceeded, Writer
+
+__all__ = ["PushService"]
+
+RETRY_AFTER_SECONDS = 5
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _describe(exc: ParseError, protobuf: bool) -> str:
+    if protobuf:
+        return f"protobuf parsing error: {exc.message}"
+    if exc.line:
+        return f"text format parsing error in line {exc.line}: {exc.message}"
+    return f"text format parsing error: {exc.message}"
+
+
+class PushService(Collector):
+    """Push groups behind Pushgateway's HTTP API; also a prometheus_client collector of its counters."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        sample_interval_ms: int,
+        accept_timestamps: bool,
+        default_ttl_ms: int | None,
+        max_body_bytes: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = PushSource(writer, accept_timestamps=accept_timestamps, default_ttl_ms=default_ttl_ms,
+                                 clock=clock)
+        self.sample_interval_ms = sample_interval_ms
+        self.max_body_bytes = max_body_bytes
+        self._clock = clock
+        self._started = clock()
+
+    # ---------------------------------------------------------------- lifecycle
+    def restore(self, records: list[PushGroupRecord]) -> None:
+        """Load the groups a previous run persisted (``Reader.push_groups()``), once at start."""
+        self.source.restore(records)
+
+    def reconfigure(
+        self, *, sample_interval_ms: int, accept_timestamps: bool, default_ttl_ms: int | None, max_body_bytes: int
+    ) -> None:
+        """Apply a reloaded config; existing groups keep their expiry until their next push."""
+        self.sample_interval_ms = sample_interval_ms
+        self.source.accept_timestamps = accept_timestamps
+        self.source.default_ttl_ms = default_ttl_ms
+        self.max_body_bytes = max_body_bytes
+
+    async def resample(self) -> None:
+        """Store every group's current values now and retire expired groups (every sample_interval)."""
+        await self.source.resample()
+
+    def families(self) -> list[MetricFamily]:
+        """What ``/metrics`` shows for push groups (push_time_seconds ... included), normalised."""
+        return self.source.families()
+
+    # ---------------------------------------------------------------- self-metrics
+    @property
+    def groups(self) -> int:
+        return len(self.source.groups)
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.source.stats
+        pushes = CounterMetricFamily(
+            "mlwatch_pushes", "Push API requests by method and outcome.", labels=["method", "outcome"]
+        )
+        for (method, outcome), n in sorted(stats.pushes.items()):
+            pushes.add_metric([method, outcome], n)
+        yield pushes
+        yield CounterMetricFamily("mlwatch_push_errors", "Push API requests that failed.", value=stats.errors)
+        yield CounterMetricFamily(
+            "mlwatch_push_expired_groups", "Push groups retired by their TTL.", value=stats.expired_groups
+        )
+        yield GaugeMetricFamily("mlwatch_push_groups", "Push groups currently held.", value=self.groups)
+
+    # ---------------------------------------------------------------- routes
+    def add_routes(self, app: web.Application) -> None:
+        for prefix in ("/metrics/job/", "/metrics/job@base64/"):
+            path = prefix + "{rest:.*}"
+            app.router.add_route("PUT", path, self._put)
+            app.router.add_route("POST", path, self._post)
+            app.router.add_route("DELETE", path, self._delete)
+        app.router.add_get("/api/v1/metrics", self._api_metrics)
+        app.router.add_get("/api/v1/status", self._api_status)
+        app.router.add_put("/api/v1/admin/wipe", self._wipe)
+
+    @staticmethod
+    def _grouping(request: web.Request) -> dict[str, str]:
+        head = "job@base64" if request.path.startswith("/metrics/job@base64/") else "job"
+        try:
+            return parse_grouping_path(f"{head}/{request.match_info['rest']}")
+        except GroupNotFound:
+            raise web.HTTPNotFound(text="404 page not found\n") from None
+        except PushError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+
+    @staticmethod
+    def _ttl(request: web.Request) -> int | None:
+        raw = request.query.get("ttl")
+        if raw is None:
+            return None
+        try:
+            return parse_duration_ms(raw)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"invalid ttl: {exc}\n") from None
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"body larger than max_body_bytes={limit}")
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            data += chunk
+            if len(data) > limit:
+                raise BodyTooLarge(f"body larger than max_body_bytes={limit}")
+        body = bytes(data)
+        if request.headers.get("Content-Encoding", "").strip().lower() == "gzip" and body[:2] == _GZIP_MAGIC:
+            body = gunzip_bounded(body, limit)
+        return body
+
+    async def _put(self, request: web.Request) -> web.Response:
+        return await self._push(request, replace=True)
+
+    async def _post(self, request: web.Request) -> web.Response:
+        return await self._push(request, replace=False)
+
+    async def _push(self, request: web.Request, *, replace: bool) -> web.Response:
+        method = "PUT" if replace else "POST"
+        stats = self.source.stats
+        try:
+            grouping = self._grouping(request)
+            ttl = self._ttl(request)
+        except web.HTTPException:
+            stats.count(method, "invalid")
+            raise
+        protobuf = is_protobuf(request.headers.get("Content-Type"))
+        try:
+            body = await self._read_body(request)
+        except BodyTooLarge as exc:
+            stats.count(method, "too_large")
+            return web.Response(status=413, text=f"{exc.message}\n")
+        except ParseError as exc:  # a gzip body that does not inflate
+            stats.count(method, "invalid")
+            return web.Response(status=400, text=f"{exc.message}\n")
+        families: list[MetricFamily] | Exception
+        try:
+            families = parse_protobuf(body) if protobuf else parse_text(body)
+        except ParseError as exc:
+            families = ParseError(_describe(exc, protobuf))
+        try:
+            await self.source.push(grouping, families, replace=replace, ttl_ms=ttl)
+        except (ParseError, PushError) as exc:
+            return web.Response(status=400, text=f"{exc}\n")
+        except SeriesLimitExceeded as exc:
+            return web.Response(status=400, text=f"push refused whole: {exc}\n")
+        except StorageUnavailable as exc:
+            return web.Response(
+                status=503, text=f"storage unavailable, retry later: {exc}\n",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return web.Response(status=200)
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        try:
+            grouping = self._grouping(request)
+        except web.HTTPException:
+            self.source.stats.count("DELETE", "invalid")
+            raise
+        try:
+            await self.source.delete(grouping)
+        except StorageUnavailable as exc:
+            return web.Response(
+                status=503, text=f"storage unavailable, retry later: {exc}\n",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return web.Response(status=202)
+
+    async def _wipe(self, _request: web.Request) -> web.Response:
+        try:
+            await self.source.wipe()
+        except StorageUnavailable as exc:
+            return web.Response(
+                status=503, text=f"storage unavailable, retry later: {exc}\n",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return web.Response(status=202)
+
+    async def _api_metrics(self, _request: web.Request) -> web.Response:
+        return self._json({"status": "success", "data": self.source.api_metrics()})
+
+    async def _api_status(self, _request: web.Request) -> web.Response:
+        ttl = self.source.default_ttl_ms
+        data = {
+            "build_information": {
+                "branch": "", "buildDate": "", "buildUser": "", "goVersion": "",
+                "revision": "", "version": __version__,
+            },
+            "flags": {
+                "push.accept_timestamps": str(self.source.accept_timestamps).lower(),
+                "push.default_ttl": format_duration_ms(ttl) if ttl else "",
+                "push.sample_interval": format_duration_ms(self.sample_interval_ms),
+                "server.max_body_bytes": str(self.max_body_bytes),
+            },
+            "start_time": rfc3339(self._started),
+        }
+        return self._json({"status": "success", "data": data})
+
+    @staticmethod
+    def _json(payload: dict[str, Any]) -> web.Response:
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")

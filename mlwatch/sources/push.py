@@ -1,0 +1,783 @@
+"""Push groups with Pushgateway 1.5 semantics, kept durable through the writer.
+
+A push group is a job plus a grouping key (``/metrics/job/<job>{/<label>/<value>}``). What a
+push does, as the real Pushgateway 1.5.1 does it (compared with the binary):
+
+* PUT replaces the whole group, POST only the families pushed (by name); DELETE removes the
+  group. Families without samples in a push are ignored (a POST of a bare ``# TYPE x gauge``
+  changes nothing). Families named ``push_time_seconds`` / ``push_failure_time_seconds`` in a
+  body are dropped silently.
+* Grouping labels override body labels of the same name (``job`` included), silently; every
+  series without an ``instance`` label gets ``instance=""`` (what ``/metrics`` shows).
+* Histograms and summaries are stored as client_golang holds them: one series per label set
+  (``le``/``quantile`` set aside on *every* sample of the family), buckets and quantiles in
+  pushed order, ``_sum`` and ``_count`` defaulting to 0, counts converted to uint64 as Go does.
+* Consistency, checked on the group's new content together with every other group's: one type
+  per metric name, no ``x_count``/``x_sum``/``x_bucket`` next to a histogram or summary ``x``, no
+  duplicate series, valid names, no ``__`` label names. A refused push stores nothing but the
+  group's failure time (a group that did not exist is created empty, with push_time 0, as
+  Pushgateway does) and answers 400.
+* Explicit timestamps are refused ("pushed metrics must not have timestamps") unless
+  ``accept_timestamps`` (mlwatch extension: the samples are backfill, stored at their times and
+  not part of the group's current values).
+
+Where mlwatch deliberately differs (CONTRACT §4, §6, §7): an empty grouping label value means the
+label is absent, so ``/job/a/x@base64/=`` is the same group as ``/job/a`` (Pushgateway keeps a
+separate group with ``x=""``); a malformed body also sets the group's failure time (Pushgateway
+only does that for consistency errors); a group may expire (``?ttl=`` or the default TTL); when
+several groups give one family different HELP texts the group that sorts first wins
+(Pushgateway picks one at random).
+
+Storage (CONTRACT §7): each change is one :class:`WriteBatch` holding the samples at receive time
+(every series of the group, ``push_time_seconds``, ``push_failure_time_seconds``), staleness
+markers for series that disappeared, metadata, and the group's new persisted state; the caller
+is answered only after it committed. :meth:`PushSource.resample` writes every group's current
+values again and retires expired groups. Only one change per group is in flight at a time (a
+lock per group), while changes to different groups share group commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlwatch.errors import ParseError, PushError
+from mlwatch.model import (
+    LABEL_NAME_RE,
+    METRIC_NAME_RE,
+    STALE_NAN,
+    Clock,
+    FamilySample,
+    MetricFamily,
+    MetricMeta,
+    MetricType,
+    Sample,
+    SeriesKey,
+)
+from mlwatch.sources.textparse import format_float, go_float, parse_go_float
+from mlwatch.storage.writer import PushGroupRecord, WriteBatch, Writer
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PUSH_FAILURE_TIME",
+    "PUSH_TIME",
+    "GroupNotFound",
+    "PushGroup",
+    "PushSource",
+    "exposed_samples",
+    "group_key",
+    "normalise",
+    "parse_grouping_path",
+    "rfc3339",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The daemon imported PushService from here before it moved to the server layer
+    # (mlwatch.server.push); resolved lazily so this module never imports upward at load time.
+    if name == "PushService":
+        from mlwatch.server.push import PushService  # noqa: PLC0415
+
+        return PushService
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+PUSH_TIME = "push_time_seconds"
+PUSH_FAILURE_TIME = "push_failure_time_seconds"
+PUSH_TIME_HELP = "Last Unix time when changing this group in the Pushgateway succeeded."
+PUSH_FAILURE_TIME_HELP = "Last Unix time when changing this group in the Pushgateway failed."
+_RESERVED = (PUSH_TIME, PUSH_FAILURE_TIME)
+_OUTCOMES = {"StorageUnavailable": "unavailable", "SeriesLimitExceeded": "series_limit"}
+_INVALID = "pushed metrics are invalid or inconsistent with existing metrics: "
+
+
+class GroupNotFound(PushError):
+    """A push path without a job (Pushgateway answers 404)."""
+
+
+# ---------------------------------------------------------------- grouping keys
+
+
+def _decode_base64(value: str, label: str) -> str:
+    raw = value.rstrip("=")
+    try:
+        data = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PushError(f"invalid base64 encoding for label {label}={value!r}: {exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PushError(f"invalid base64 encoding for label {label}={value!r}: not UTF-8") from None
+
+
+def parse_grouping_path(path: str) -> dict[str, str]:
+    """The grouping labels of ``job/<job>{/<label>/<value>}`` (or ``job@base64/...``).
+
+    ``<label>@base64`` values are URL-safe base64 with optional ``=`` padding. A label given
+    twice keeps its last value; the path's job wins over a ``job`` label in the rest. Empty
+    values mean "absent" and are dropped. Raises PushError (400) or GroupNotFound (404).
+    """
+    head, sep, rest = path.partition("/")
+    if head not in ("job", "job@base64") or not sep:
+        raise GroupNotFound("no job in the push path")
+    job, slash, rest = rest.partition("/")
+    if not job and head == "job":
+        raise GroupNotFound("no job in the push path")
+    if head == "job@base64":
+        job = _decode_base64(job, "job")
+    if not job:
+        raise PushError("job name is required")
+    labels: dict[str, str] = {}
+    if slash and rest:
+        parts = rest.split("/")
+        if len(parts) % 2:
+            raise PushError(f"odd number of components in label string {'/' + rest!r}")
+        for name, value in zip(parts[::2], parts[1::2], strict=True):
+            label = name.removesuffix("@base64")
+            if not LABEL_NAME_RE.match(label) or label.startswith("__"):
+                raise PushError(f"improper label name {label!r}")
+            labels[label] = _decode_base64(value, label) if label != name else value
+    labels["job"] = job
+    return {k: v for k, v in sorted(labels.items()) if v != ""}
+
+
+def group_key(labels: dict[str, str]) -> str:
+    """The persisted identity of a group: its labels in canonical text form."""
+    return SeriesKey.of("", labels).canonical()
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def _go_uint64(v: float) -> float:
+    """``float64(uint64(v))`` as Go on amd64 computes it (negative wraps, NaN/overflow -> 2^63)."""
+    if v != v or v >= 18446744073709551616.0 or v <= -9223372036854775808.0:
+        return 9223372036854775808.0
+    n = int(v)
+    return float(n % 18446744073709551616 if n < 0 else n)
+
+
+def _canonical_nan(v: float) -> float:
+    return math.nan if v != v else v
+
+
+@dataclass(slots=True)
+class _Series:
+    """One client_golang ``dto.Metric`` of a histogram or summary while it is assembled."""
+
+    labels: dict[str, str]
+    parts: list[tuple[str, float]] = field(default_factory=list)  # (le or quantile, value)
+    sum: float = 0.0
+    count: float = 0.0
+
+
+def _complex(fam: MetricFamily, grouping: dict[str, str]) -> MetricFamily:
+    hist = fam.type is MetricType.HISTOGRAM
+    special = "le" if hist else "quantile"
+    name = fam.name
+    series: dict[tuple[tuple[str, str], ...], _Series] = {}
+    for s in fam.samples:
+        labels = {k: v for k, v in s.labels.items() if k != special}
+        labels.update(grouping)
+        labels.setdefault("instance", "")
+        sig = tuple(sorted(labels.items()))
+        cur = series.get(sig)
+        if cur is None:
+            cur = series[sig] = _Series(labels)
+        if s.name == name + "_sum":
+            cur.sum = _canonical_nan(s.value)
+        elif s.name == name + "_count":
+            cur.count = _go_uint64(s.value)
+        elif special in s.labels and s.name == (name + "_bucket" if hist else name):
+            bound = format_float(parse_go_float(s.labels[special]))
+            cur.parts.append((bound, _go_uint64(s.value) if hist else _canonical_nan(s.value)))
+    out: list[FamilySample] = []
+    part_name = name + "_bucket" if hist else name
+    for cur in series.values():
+        for bound, value in cur.parts:
+            pl = dict(cur.labels)
+            pl[special] = bound
+            out.append(FamilySample(part_name, pl, value))
+        out.append(FamilySample(name + "_sum", cur.labels, cur.sum))
+        out.append(FamilySample(name + "_count", dict(cur.labels), cur.count))
+    return MetricFamily(name, fam.type, fam.help, fam.unit, out)
+
+
+def _validate(fam: MetricFamily) -> None:
+    if not METRIC_NAME_RE.match(fam.name):
+        raise PushError(f"{_INVALID}metric name {fam.name!r} is invalid")
+    for s in fam.samples:
+        for k in s.labels:
+            if not LABEL_NAME_RE.match(k) or k.startswith("__"):
+                raise PushError(f"{_INVALID}metric {fam.name!r} has a label with an invalid name: {k}")
+
+
+def normalise(
+    families: Iterable[MetricFamily], grouping: dict[str, str], *, accept_timestamps: bool
+) -> tuple[dict[str, MetricFamily], list[tuple[MetricFamily, FamilySample]]]:
+    """A parsed body as the group will hold it, and its explicitly timestamped (backfill) samples.
+
+    Raises PushError for what Pushgateway's consistency check refuses inside one push.
+    """
+    current: dict[str, MetricFamily] = {}
+    backfill: list[tuple[MetricFamily, FamilySample]] = []
+    for fam in families:
+        if fam.name in _RESERVED:
+            continue
+        _validate(fam)
+        live = []
+        for s in fam.samples:
+            if s.timestamp_ms is None:
+                live.append(s)
+                continue
+            if not accept_timestamps:
+                raise PushError(_INVALID + "pushed metrics must not have timestamps")
+            labels = dict(s.labels)
+            labels.update(grouping)
+            backfill.append((fam, FamilySample(s.name, labels, _canonical_nan(s.value), s.timestamp_ms)))
+        if not live:
+            continue
+        fam = MetricFamily(fam.name, fam.type, fam.help, fam.unit, live)
+        if fam.type is MetricType.HISTOGRAM or fam.type is MetricType.SUMMARY:
+            fam = _complex(fam, grouping)
+        else:
+            samples = []
+            seen: set[tuple[tuple[str, str], ...]] = set()
+            for s in fam.samples:
+                labels = dict(s.labels)
+                labels.update(grouping)
+                labels.setdefault("instance", "")
+                sig = tuple(sorted(labels.items()))
+                if sig in seen:
+                    raise PushError(
+                        f"{_INVALID}collected metric {fam.name!r} {_fmt_labels(labels)} was collected before "
+                        "with the same name and label values"
+                    )
+                seen.add(sig)
+                samples.append(FamilySample(fam.name, labels, _canonical_nan(s.value)))
+            fam = MetricFamily(fam.name, fam.type, fam.help, fam.unit, samples)
+        if fam.name in current:  # only from protobuf: two messages with one name
+            raise PushError(f"{_INVALID}metric family {fam.name!r} appears twice in the push")
+        current[fam.name] = fam
+    return current, backfill
+
+
+def _fmt_labels(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f"{k}={v!r}" for k, v in sorted(labels.items())) + "}"
+
+
+def _suffix_collisions(
+    name: str, typ: MetricType, type_of: Callable[[str], MetricType | None]
+) -> str | None:
+    """client_golang's checkSuffixCollisions of family ``name`` against the other known families."""
+    for suffix in ("_count", "_sum", "_bucket"):
+        if name.endswith(suffix):
+            base = type_of(name[: -len(suffix)])
+            if base is MetricType.HISTOGRAM or (base is MetricType.SUMMARY and suffix != "_bucket"):
+                return (
+                    f"collected metric named {name!r} collides with previously collected "
+                    f"{base.value} named {name[: -len(suffix)]!r}"
+                )
+    if typ is MetricType.HISTOGRAM or typ is MetricType.SUMMARY:
+        for suffix in ("_count", "_sum") + (("_bucket",) if typ is MetricType.HISTOGRAM else ()):
+            if type_of(name + suffix) is not None:
+                return (
+                    f"collected histogram or summary named {name!r} collides with previously "
+                    f"collected metric named {name + suffix!r}"
+                )
+    return None
+
+
+# ---------------------------------------------------------------- exposition order
+
+_SPECIAL = {MetricType.HISTOGRAM: "le", MetricType.SUMMARY: "quantile"}
+
+
+def series_sort_key(labels: dict[str, str], special: str | None) -> tuple[int, tuple[str, ...]]:
+    """client_golang's metricSorter order for one series (``special`` is le/quantile, not a label)."""
+    names = sorted(k for k in labels if k != special)
+    return (len(names), tuple(labels[k] for k in names))
+
+
+def _series_of(family: MetricFamily) -> list[list[FamilySample]]:
+    """Split a normalised family into its series (client_golang's ``dto.Metric``)."""
+    samples = family.samples
+    if family.type is MetricType.HISTOGRAM or family.type is MetricType.SUMMARY:
+        count_name = family.name + "_count"
+        out: list[list[FamilySample]] = []
+        cur: list[FamilySample] = []
+        for s in samples:
+            cur.append(s)
+            if s.name == count_name:
+                out.append(cur)
+                cur = []
+        if cur:
+            out.append(cur)
+        return out
+    return [[s] for s in samples]
+
+
+def exposed_samples(family: MetricFamily, *, ordered: bool = True) -> Iterator[FamilySample]:
+    """Every sample a normalised ``family`` exposes (the implied ``+Inf`` bucket included).
+
+    ``ordered``: in Pushgateway's series order; otherwise in stored order (cheaper).
+    """
+    special = _SPECIAL.get(family.type)
+    metrics = _series_of(family)
+    if ordered:
+        metrics.sort(key=lambda m: series_sort_key(m[0].labels, special))
+    if family.type is not MetricType.HISTOGRAM:
+        for m in metrics:
+            yield from m
+        return
+    bucket = family.name + "_bucket"
+    sum_name = family.name + "_sum"
+    for m in metrics:
+        inf_seen = False
+        for s in m:
+            if s.name == bucket:
+                if s.labels.get("le") == "+Inf":
+                    inf_seen = True
+            elif not inf_seen and s.name == sum_name:
+                count = m[-1].value if m[-1].name == family.name + "_count" else 0.0
+                labels = dict(s.labels)
+                labels["le"] = "+Inf"
+                yield FamilySample(bucket, labels, count)
+                inf_seen = True
+            yield s
+
+
+# ---------------------------------------------------------------- groups
+
+
+@dataclass(slots=True)
+class PushGroup:
+    """One push group's current content (families in exposition form, grouping labels applied)."""
+
+    key: str
+    labels: dict[str, str]
+    families: dict[str, MetricFamily] = field(default_factory=dict)
+    family_times: dict[str, float] = field(default_factory=dict)  # last change of each family
+    push_time: float = 0.0
+    failure_time: float = 0.0
+    expires_at: float | None = None
+
+    @property
+    def exposed_labels(self) -> dict[str, str]:
+        """Labels of push_time_seconds and friends: grouping labels plus ``instance=""``."""
+        labels = dict(self.labels)
+        labels.setdefault("instance", "")
+        return labels
+
+    def series(self) -> Iterator[tuple[SeriesKey, float]]:
+        """Every stored series of the group with its current value, push_time_seconds included."""
+        for fam in self.families.values():
+            for s in exposed_samples(fam, ordered=False):
+                yield SeriesKey.of(s.name, s.labels), s.value
+        yield SeriesKey.of(PUSH_TIME, self.labels), self.push_time
+        yield SeriesKey.of(PUSH_FAILURE_TIME, self.labels), self.failure_time
+
+    def record(self) -> PushGroupRecord:
+        payload = {
+            "v": 1,
+            "families": [
+                {
+                    "name": f.name,
+                    "type": f.type.value,
+                    "help": f.help,
+                    "unit": f.unit,
+                    "samples": [[s.name, s.labels, s.value] for s in f.samples],
+                }
+                for f in self.families.values()
+            ],
+            "times": self.family_times,
+        }
+        return PushGroupRecord(
+            self.key, self.labels, json.dumps(payload).encode(), self.push_time, self.failure_time, self.expires_at
+        )
+
+    @classmethod
+    def from_record(cls, rec: PushGroupRecord) -> PushGroup:
+        payload = json.loads(rec.families)
+        families = {}
+        for f in payload["families"]:
+            samples = [FamilySample(n, lbl, float(v)) for n, lbl, v in f["samples"]]
+            families[f["name"]] = MetricFamily(f["name"], MetricType(f["type"]), f["help"], f["unit"], samples)
+        return cls(
+            rec.group_key, dict(rec.labels), families, dict(payload.get("times", {})),
+            rec.push_time, rec.failure_time, rec.expires_at,
+        )
+
+
+def rfc3339(t: float) -> str:
+    """Go's time.Time JSON form (RFC 3339 with nanoseconds, trailing zeros trimmed), in UTC."""
+    ns = round(t * 1e9)
+    sec, frac = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
+
+
+@dataclass
+class PushStats:
+    """Counters for self-metrics: pushes by method and outcome."""
+
+    pushes: dict[tuple[str, str], int] = field(default_factory=dict)
+    expired_groups: int = 0
+    resamples: int = 0
+
+    def count(self, method: str, outcome: str) -> None:
+        self.pushes[(method, outcome)] = self.pushes.get((method, outcome), 0) + 1
+
+    @property
+    def errors(self) -> int:
+        return sum(n for (_, outcome), n in self.pushes.items() if outcome != "ok")
+
+
+class PushSource:
+    """The push groups of one daemon, persisted through ``writer``.
+
+    ``put``/``post``/``delete``/``wipe`` return after the change committed; they raise ParseError
+    or PushError (400), GroupNotFound (404), StorageError (StorageUnavailable: retry;
+    SeriesLimitExceeded: refused whole), each leaving memory and storage as they were (a refused
+    push records only the failure time).
+    """
+
+    def __init__(
+        self, writer: Writer, *, accept_timestamps: bool = True, default_ttl_ms: int | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self._writer = writer
+        self.accept_timestamps = accept_timestamps
+        self.default_ttl_ms = default_ttl_ms
+        self._clock = clock
+        self._groups: dict[str, PushGroup] = {}
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Every group's families as committed or in flight: name -> group key -> type; series -> group.
+        self._types: dict[str, dict[str, MetricType]] = {}
+        self._series_owner: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._indexed: dict[str, dict[str, MetricFamily]] = {}
+        self.stats = PushStats()
+
+    # ---------------------------------------------------------------- state
+    def restore(self, records: Iterable[PushGroupRecord]) -> None:
+        """Load the groups persisted by a previous run (``Reader.push_groups()``)."""
+        for rec in records:
+            group = PushGroup.from_record(rec)
+            self._groups[group.key] = group
+            self._reindex(group.key, group.families)
+
+    @property
+    def groups(self) -> dict[str, PushGroup]:
+        return self._groups
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[key] = lock
+        return lock
+
+    def _reindex(self, key: str, families: dict[str, MetricFamily]) -> None:
+        old = self._indexed.pop(key, {})
+        for name, fam in old.items():
+            owners = self._types.get(name)
+            if owners is not None:
+                owners.pop(key, None)
+                if not owners:
+                    del self._types[name]
+            for s in fam.samples:
+                sig = (s.name, tuple(sorted(s.labels.items())))
+                if self._series_owner.get(sig) == key:
+                    del self._series_owner[sig]
+        for name, fam in families.items():
+            self._types.setdefault(name, {})[key] = fam.type
+            for s in fam.samples:
+                self._series_owner[(s.name, tuple(sorted(s.labels.items())))] = key
+        if families:
+            self._indexed[key] = families
+
+    def _type_elsewhere(self, name: str, key: str) -> MetricType | None:
+        for owner, typ in self._types.get(name, {}).items():
+            if owner != key:
+                return typ
+        return None
+
+    def _check(self, key: str, families: dict[str, MetricFamily]) -> None:
+        """Pushgateway's consistency check of a group's new content against all other groups."""
+
+        def type_of(name: str) -> MetricType | None:
+            fam = families.get(name)
+            return fam.type if fam is not None else self._type_elsewhere(name, key)
+
+        for name, fam in families.items():
+            known = self._type_elsewhere(name, key)
+            if known is not None and known is not fam.type:
+                raise PushError(
+                    f"{_INVALID}metric {name!r} is already pushed as {known.value} by another group, "
+                    f"not {fam.type.value}"
+                )
+            problem = _suffix_collisions(name, fam.type, type_of)
+            if problem:
+                raise PushError(_INVALID + problem)
+            for s in fam.samples:
+                owner = self._series_owner.get((s.name, tuple(sorted(s.labels.items()))))
+                if owner is not None and owner != key:
+                    raise PushError(
+                        f"{_INVALID}collected metric {s.name!r} {_fmt_labels(s.labels)} was collected before "
+                        "with the same name and label values"
+                    )
+
+    # ---------------------------------------------------------------- changes
+    def _expiry(self, now: float, ttl_ms: int | None) -> float | None:
+        ttl = self.default_ttl_ms if ttl_ms is None else ttl_ms
+        return now + ttl / 1000 if ttl else None
+
+    async def push(
+        self,
+        grouping: dict[str, str],
+        families: list[MetricFamily] | Exception,
+        *,
+        replace: bool,
+        ttl_ms: int | None = None,
+    ) -> PushGroup:
+        """Apply a PUT (``replace``) or POST of parsed ``families`` to the group ``grouping``.
+
+        ``families`` may be the ParseError of a body that did not parse: the group then records
+        the failure (CONTRACT §6) and the error is raised.
+        """
+        key = group_key(grouping)
+        method = "PUT" if replace else "POST"
+        async with self._lock(key):
+            now = self._clock()
+            old = self._groups.get(key)
+            try:
+                if isinstance(families, Exception):
+                    raise families
+                current, backfill = normalise(families, grouping, accept_timestamps=self.accept_timestamps)
+                new_families = dict(current) if replace or old is None else {**old.families, **current}
+                self._check(key, new_families)
+            except (ParseError, PushError) as exc:
+                await self._record_failure(key, grouping, old, now, ttl_ms)
+                self.stats.count(method, "invalid")
+                raise exc from None
+            times = {} if replace or old is None else dict(old.family_times)
+            for name in current:
+                times[name] = now
+            times[PUSH_TIME] = now
+            times.setdefault(PUSH_FAILURE_TIME, now)
+            group = PushGroup(
+                key, dict(grouping), new_families, times, now, old.failure_time if old else 0.0,
+                self._expiry(now, ttl_ms),
+            )
+            batch = WriteBatch(backfill=bool(backfill))
+            self._add_change(batch, old, group, now)
+            for fam in [*current.values(), *(f for f, _ in backfill)]:
+                batch.meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
+            for fam, s in backfill:
+                batch.samples.append(Sample(SeriesKey.of(s.name, s.labels), s.timestamp_ms or 0, s.value))
+            batch.push_upserts.append(group.record())
+            await self._commit(key, batch, new_families, method)
+            self._groups[key] = group
+            return group
+
+    async def delete(self, grouping: dict[str, str]) -> bool:
+        """Remove a group (staleness markers for its series); False if there was none."""
+        key = group_key(grouping)
+        async with self._lock(key):
+            old = self._groups.get(key)
+            if old is None:
+                self.stats.count("DELETE", "ok")
+                return False
+            batch = WriteBatch()
+            self._add_change(batch, old, None, self._clock())
+            batch.push_deletes.append(key)
+            await self._commit(key, batch, {}, "DELETE")
+            del self._groups[key]
+            return True
+
+    async def wipe(self) -> int:
+        """Delete every group in one batch; the number deleted."""
+        keys = sorted(self._groups)
+        locks = [self._lock(k) for k in keys]
+        for lock in locks:
+            await lock.acquire()
+        try:
+            now = self._clock()
+            batch = WriteBatch()
+            gone = [g for g in (self._groups.get(k) for k in keys) if g is not None]
+            for g in gone:
+                self._add_change(batch, g, None, now)
+                batch.push_deletes.append(g.key)
+            await self._writer.write(batch)
+            for g in gone:
+                self._reindex(g.key, {})
+                del self._groups[g.key]
+            self.stats.count("WIPE", "ok")
+            return len(gone)
+        finally:
+            for lock in locks:
+                lock.release()
+
+    async def resample(self) -> None:
+        """Write every group's current values at now; retire groups whose TTL has passed."""
+        now = self._clock()
+        ts = int(now * 1000)
+        batch = WriteBatch()
+        expired = [g for g in self._groups.values() if g.expires_at is not None and g.expires_at <= now]
+        for g in self._groups.values():
+            if g.expires_at is not None and g.expires_at <= now:
+                continue
+            for key, value in g.series():
+                batch.samples.append(Sample(key, ts, value))
+        locks = [self._lock(g.key) for g in expired]
+        for lock in locks:
+            await lock.acquire()
+        try:
+            gone = [g for g in expired if self._groups.get(g.key) is g]
+            for g in gone:
+                self._add_change(batch, g, None, now)
+                batch.push_deletes.append(g.key)
+            if not batch.samples and not batch.push_deletes:
+                return
+            await self._writer.write(batch)
+            for g in gone:
+                self._reindex(g.key, {})
+                del self._groups[g.key]
+                self.stats.expired_groups += 1
+            self.stats.resamples += 1
+        finally:
+            for lock in locks:
+                lock.release()
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _add_change(batch: WriteBatch, old: PushGroup | None, new: PushGroup | None, now: float) -> None:
+        """Samples at ``now`` for ``new``'s series and staleness markers for ``old``'s that went away."""
+        ts = int(now * 1000)
+        current: set[SeriesKey] = set()
+        if new is not None:
+            for key, value in new.series():
+                current.add(key)
+                batch.samples.append(Sample(key, ts, value))
+            batch.meta[PUSH_TIME] = MetricMeta(MetricType.GAUGE, PUSH_TIME_HELP)
+            batch.meta[PUSH_FAILURE_TIME] = MetricMeta(MetricType.GAUGE, PUSH_FAILURE_TIME_HELP)
+        if old is not None:
+            for key, _ in old.series():
+                if key not in current:
+                    batch.samples.append(Sample(key, ts, STALE_NAN))
+
+    async def _commit(self, key: str, batch: WriteBatch, families: dict[str, MetricFamily], method: str) -> None:
+        """Reserve the group's new content in the index, write, and undo the reservation on failure."""
+        before = self._indexed.get(key, {})
+        self._reindex(key, families)
+        try:
+            await self._writer.write(batch)
+        except BaseException as exc:
+            self._reindex(key, before)
+            self.stats.count(method, _OUTCOMES.get(type(exc).__name__, "error"))
+            raise
+        self.stats.count(method, "ok")
+
+    async def _record_failure(
+        self, key: str, grouping: dict[str, str], old: PushGroup | None, now: float, ttl_ms: int | None
+    ) -> None:
+        """Set the group's failure time (creating the group empty if new), durably if possible."""
+        if old is None:
+            group = PushGroup(key, dict(grouping), {}, {PUSH_TIME: now, PUSH_FAILURE_TIME: now}, 0.0, now,
+                              self._expiry(now, ttl_ms))
+        else:
+            times = dict(old.family_times)
+            times[PUSH_FAILURE_TIME] = now
+            group = PushGroup(key, old.labels, old.families, times, old.push_time, now, old.expires_at)
+        batch = WriteBatch()
+        self._add_change(batch, old, group, now)
+        batch.push_upserts.append(group.record())
+        try:
+            await self._writer.write(batch)
+        except Exception as exc:  # noqa: BLE001 - the push's own error is what the client gets
+            log.warning("could not record the failed push to %s: %s", key, exc)
+            return
+        self._groups[key] = group
+
+    # ---------------------------------------------------------------- views
+    def families(self) -> list[MetricFamily]:
+        """Every group's families merged by name, plus push_time_seconds and push_failure_time_seconds."""
+        merged: dict[str, MetricFamily] = {}
+        push_time = MetricFamily(PUSH_TIME, MetricType.GAUGE, PUSH_TIME_HELP)
+        failure_time = MetricFamily(PUSH_FAILURE_TIME, MetricType.GAUGE, PUSH_FAILURE_TIME_HELP)
+        for key in sorted(self._groups):
+            g = self._groups[key]
+            for name, fam in g.families.items():
+                m = merged.get(name)
+                if m is None:
+                    merged[name] = MetricFamily(name, fam.type, fam.help, fam.unit, list(fam.samples))
+                else:
+                    m.samples.extend(fam.samples)
+            labels = g.exposed_labels
+            push_time.samples.append(FamilySample(PUSH_TIME, labels, g.push_time))
+            failure_time.samples.append(FamilySample(PUSH_FAILURE_TIME, labels, g.failure_time))
+        if self._groups:
+            merged[PUSH_TIME] = push_time
+            merged[PUSH_FAILURE_TIME] = failure_time
+        return list(merged.values())
+
+    def api_metrics(self) -> list[dict[str, Any]]:
+        """The ``data`` of Pushgateway's ``GET /api/v1/metrics``, groups sorted by key."""
+        out = []
+        for key in sorted(self._groups):
+            g = self._groups[key]
+            entry: dict[str, Any] = {"labels": dict(g.labels), "last_push_successful": g.failure_time <= g.push_time}
+            labels = g.exposed_labels
+            for name, fam, t in [
+                *((n, f, g.family_times.get(n, g.push_time)) for n, f in g.families.items()),
+                (PUSH_TIME, MetricFamily(PUSH_TIME, MetricType.GAUGE, PUSH_TIME_HELP,
+                                         samples=[FamilySample(PUSH_TIME, labels, g.push_time)]),
+                 g.family_times.get(PUSH_TIME, g.push_time)),
+                (PUSH_FAILURE_TIME, MetricFamily(PUSH_FAILURE_TIME, MetricType.GAUGE, PUSH_FAILURE_TIME_HELP,
+                                                 samples=[FamilySample(PUSH_FAILURE_TIME, labels, g.failure_time)]),
+                 g.family_times.get(PUSH_FAILURE_TIME, g.push_time)),
+            ]:
+                item: dict[str, Any] = {"time_stamp": rfc3339(t), "type": fam.type.name}
+                if fam.help:
+                    item["help"] = fam.help
+                item["metrics"] = _api_metrics(fam)
+                entry[name] = item
+            out.append(dict(sorted(entry.items())))  # Go marshals maps with sorted keys
+        return out
+
+
+def _api_metrics(fam: MetricFamily) -> list[dict[str, Any]]:
+    """Pushgateway's JSON form of one family's series (maps with sorted keys, values as strings)."""
+    if fam.type is not MetricType.HISTOGRAM and fam.type is not MetricType.SUMMARY:
+        return [{"labels": dict(sorted(s.labels.items())), "value": go_float(s.value)} for s in fam.samples]
+    hist = fam.type is MetricType.HISTOGRAM
+    special = "le" if hist else "quantile"
+    out: list[dict[str, Any]] = []
+    parts: dict[str, str] = {}
+    total = 0.0
+    for s in fam.samples:
+        if s.name == fam.name + "_sum":
+            total = s.value
+        elif s.name == fam.name + "_count":
+            item = {
+                "buckets" if hist else "quantiles": dict(sorted(parts.items())),
+                "count": str(int(s.value)),
+                "labels": dict(sorted(s.labels.items())),
+                "sum": go_float(total),
+            }
+            out.append(dict(sorted(item.items())))
+            parts = {}
+        else:
+            bound = go_float(parse_go_float(s.labels[special]))
+            parts[bound] = str(int(s.value)) if hist else go_float(s.value)
+    return out

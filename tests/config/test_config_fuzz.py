@@ -91,7 +91,7 @@ def test_damaged_trees(tree: object, at: int, junk: str) -> None:
 
 def test_deep_nesting() -> None:
     _check("[" * 5000 + "]" * 5000)
-    _check("a:\n" + "".join(" " * i + "a:\n" for i in range(1, 3000)))
+    _check("a:\n" + "".join(" " * i + "a:\n" for i in range(1, 500)))
     _check("&a [" + "*a, " * 1000 + "]")
 
 

@@ -61,6 +61,11 @@ def handle_errors(fn: F) -> F:
             sys.exit(1)
         except KeyboardInterrupt:
             sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
+            if debug:
+                raise
+            click.echo(f"mlwatch: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import free_port, wait_http
+from tests.helpers import free_port, wait_http
 
 
 def need(binary: str) -> str:

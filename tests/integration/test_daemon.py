@@ -17,7 +17,7 @@ import requests
 from mlwatch.model import Matcher
 from mlwatch.storage.database import make_engine
 from mlwatch.storage.reader import Reader
-from tests.conftest import DaemonProcess, free_port, start_daemon
+from tests.helpers import DaemonProcess, free_port, start_daemon
 
 
 def mlwatch(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

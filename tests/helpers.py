@@ -68,10 +68,10 @@ def start_daemon(tmp_path: Path, config_text: str = "", *, extra_args: list[str]
         )
     stderr_path = tmp_path / f"daemon-{port}-{time.monotonic_ns()}.log"
     cmd = [sys.executable, "-m", "mlwatch.cli", "daemon", "-c", str(config_path), *(extra_args or [])]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=stderr_path.open("wb"), cwd=tmp_path,
-        env={**os.environ, **(env or {})},
-    )
+    with stderr_path.open("wb") as err:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path, env={**os.environ, **(env or {})},
+        )
     d = DaemonProcess(proc, port, db_path, config_path, stderr_path)
     if wait:
         try:

@@ -57,11 +57,12 @@ def run_prometheus(tmp: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[
     data = tmp / "prom-data"
     data.mkdir()
     log = tmp / "prometheus.log"
-    proc = subprocess.Popen(
-        [binary, f"--config.file={cfg}", f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
-         "--web.enable-admin-api", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
-    )
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
+             "--web.enable-admin-api", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=err,
+        )
     try:
         wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=30, proc=proc)
         yield Prometheus(f"http://127.0.0.1:{port}", proc, log)

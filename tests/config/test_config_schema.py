@@ -349,3 +349,18 @@ def test_metric_type_conflicts_are_reported_at_the_later_declaration() -> None:
 
 def test_config_reports_no_metric_declarations_yet() -> None:
     assert list(Config().metric_declarations()) == []
+
+
+def test_metric_declarations_from_sources_are_checked_with_their_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No source type declares metrics yet; stand in for one that declares `up_ratio` in its `metrics` list.
+    from mlwatch.config import MetricDeclaration, SourceConfig
+
+    def declared(self: SourceConfig) -> list[MetricDeclaration]:
+        kind = MetricType.GAUGE if self.name == "a" else MetricType.COUNTER
+        return [MetricDeclaration("up_ratio", kind, ("labels",))]
+
+    monkeypatch.setattr(SourceConfig, "declared_metrics", declared)
+    text = "sources:\n  - name: a\n    type: log\n    labels: {x: y}\n  - name: b\n    type: log\n    labels: {x: y}\n"
+    assert problems(text) == ["c.yaml:7: metric 'up_ratio' is declared as a gauge (line 4)"]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from mlwatch.errors import ParseError
 from mlwatch.model import FamilySample, MetricFamily, MetricType

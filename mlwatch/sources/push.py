@@ -87,7 +87,7 @@ def __getattr__(name: str) -> Any:
     # The daemon imported PushService from here before it moved to the server layer
     # (mlwatch.server.push); resolved lazily so this module never imports upward at load time.
     if name == "PushService":
-        from mlwatch.server.push import PushService  # noqa: PLC0415
+        from mlwatch.server.push import PushService
 
         return PushService
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -161,14 +161,14 @@ def group_key(labels: dict[str, str]) -> str:
 
 def _go_uint64(v: float) -> float:
     """``float64(uint64(v))`` as Go on amd64 computes it (negative wraps, NaN/overflow -> 2^63)."""
-    if v != v or v >= 18446744073709551616.0 or v <= -9223372036854775808.0:
+    if math.isnan(v) or v >= 18446744073709551616.0 or v <= -9223372036854775808.0:
         return 9223372036854775808.0
     n = int(v)
     return float(n % 18446744073709551616 if n < 0 else n)
 
 
 def _canonical_nan(v: float) -> float:
-    return math.nan if v != v else v
+    return math.nan if math.isnan(v) else v
 
 
 @dataclass(slots=True)

@@ -53,7 +53,7 @@ _TYPES = {t.value: t for t in MetricType}
 
 def go_float(value: float) -> str:
     """Go's ``strconv.FormatFloat(value, 'g', -1, 64)`` (also ``fmt.Sprint`` of a float64)."""
-    if value != value:
+    if math.isnan(value):
         return "NaN"
     if value == math.inf:
         return "+Inf"
@@ -63,7 +63,7 @@ def go_float(value: float) -> str:
     mag = -value if value < 0 else value
     if "e" not in r and (1e-4 <= mag < 1e6 or value == 0):
         # Python's repr and Go's %g agree here, except for the ".0" Python adds to integers.
-        return r[:-2] if r.endswith(".0") else r
+        return r.removesuffix(".0")
     # Shortest round-trip digits are identical in Python and Go; only the layout differs.
     neg = r.startswith("-")
     body = r[1:] if neg else r
@@ -217,11 +217,11 @@ def _family_for(state: _State, name: str) -> MetricFamily:
     fam = fams.get(name)
     if fam is not None:
         return fam
-    if name.endswith("_sum") or name.endswith("_count"):
+    if name.endswith(("_sum", "_count")):
         fam = fams.get(name[: -4 if name.endswith("_sum") else -6])
         if fam is not None and fam.type is MetricType.SUMMARY:
             return fam
-    if name.endswith("_bucket") or name.endswith("_sum") or name.endswith("_count"):
+    if name.endswith(("_bucket", "_sum", "_count")):
         fam = fams.get(name[: -7 if name.endswith("_bucket") else -4 if name.endswith("_sum") else -6])
         if fam is not None and fam.type is MetricType.HISTOGRAM:
             return fam

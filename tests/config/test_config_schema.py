@@ -136,7 +136,7 @@ def test_bad_listen(listen: str) -> None:
 def test_models_are_frozen() -> None:
     cfg = default_config()
     with pytest.raises(ValidationError):
-        cfg.storage.retention = 1  # type: ignore[misc]
+        cfg.storage.retention = 1
 
 
 def test_python_callers_give_durations_in_milliseconds() -> None:

@@ -37,6 +37,7 @@ import os
 import re
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -573,7 +574,7 @@ def check_metric_types(
             family, prior_type, prior_line = prior
             if family == name and prior_type == mtype:
                 continue
-            if family == series and series == name:
+            if family == series:
                 what = f"a {prior_type.value}"
             else:
                 what = f"a series of {prior_type.value} {family!r}"
@@ -685,9 +686,13 @@ class _TreeReader:
             return int(node)
         if isinstance(node, float):
             return float(node)
-        if node is None or isinstance(node, date | bytes | set):
+        if node is None or isinstance(node, date | bytes):
             return node  # pydantic reports these as the wrong type where they do not fit
-        self.problem(path, f"unsupported YAML value ({getattr(node, 'tag', type(node).__name__)})")
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if tag == "tag:yaml.org,2002:str" and isinstance(getattr(node, "value", None), str):
+            return self._expand(node.value, path)  # `!!str 5s`
+        what = "a set" if isinstance(node, AbstractSet) else f"tagged {tag}" if tag else type(node).__name__
+        self.problem(path, f"unsupported YAML value ({what})")
         return None
 
     def _mapping(self, node: dict[Any, Any], path: _Path, line: int) -> dict[str, Any]:

@@ -251,12 +251,19 @@ def test_tls_absolute_paths(fixtures: Path) -> None:
         ("server:\n  listen: '127.0.0.1:9091'\n  listen: '127.0.0.1:9092'", "YAML syntax error: found duplicate key"),
         ("a: 1\n---\nb: 2\n", "YAML syntax error"),
         ("a: *nowhere", "YAML syntax error: found undefined alias"),
+        ("sources: !!set {a}", "sources: unsupported YAML value (a set)"),
+        ("evaluation_interval: !duration 5s", "evaluation_interval: unsupported YAML value (tagged !duration)"),
+        ("%YAML 1.1\n---\nevaluation_interval: 5s", "c.yaml:1: only YAML 1.2 is supported"),
     ],
 )  # fmt: skip
 def test_problem(text: str, expected: str) -> None:
     got = problems(text)
     assert len(got) == 1, got
     assert expected in got[0]
+
+
+def test_explicit_str_tag_is_a_string() -> None:
+    assert parse_config("evaluation_interval: !!str 5s", env={}).evaluation_interval == 5000
 
 
 def test_merge_keys_and_anchors() -> None:

@@ -1,14 +1,19 @@
 """The read side of storage: series lookup by matchers, range reads into numpy, latest values.
 
 Readers use their own connections (read-only ones in other processes), so they see everything
-committed and never block the writer (WAL).
+committed and never block the writer (WAL). A sample lives either in a compressed chunk or in the
+append-only log (or, for a moment after compaction, in both: the log wins). Each read runs in one
+read transaction, so chunks and log come from the same snapshot. Decoded log records are cached
+(record ids are never reused) and indexed by series.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +21,13 @@ import numpy.typing as npt
 from sqlalchemy import Engine
 
 from mlwatch.model import Matcher, MetricMeta, MetricType, SeriesKey, is_stale_nan, matches_all
+from mlwatch.storage.chunks import decode_chunk
+from mlwatch.storage.compaction import decode_rows
+from mlwatch.storage.head import LogRecord, SortedSamples, merge, unpack_record
+from mlwatch.storage.retention import ROLLUP_COLUMNS, decode_rollup
 from mlwatch.storage.writer import PushGroupRecord, bits_to_float
+
+_EMPTY_TS = np.zeros(0, np.int64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,10 @@ class Reader:
         self._series: dict[int, SeriesInfo] = {}
         self._by_name: dict[str, list[SeriesInfo]] = {}
         self._max_id = 0
+        self._log_lock = threading.Lock()
+        self._log_records: dict[int, LogRecord] = {}
+        self._log_max_id = 0
+        self._log_sorted = SortedSamples.empty()
 
     def _refresh(self) -> None:
         with self._lock, self._engine.connect() as conn:
@@ -64,17 +79,94 @@ class Reader:
             pool = list(self._series.values())
         return [s for s in pool if matches_all(matchers, s.key)]
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, SortedSamples]]:
+        """A read transaction and the log as of that transaction."""
+        raw = self._engine.raw_connection()
+        try:
+            conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
+            conn.execute("BEGIN")
+            try:
+                yield conn, self._log_view(conn)
+            finally:
+                conn.rollback()
+        finally:
+            raw.close()
+
+    def _log_view(self, conn: sqlite3.Connection) -> SortedSamples:
+        lo, hi = conn.execute("SELECT MIN(id), MAX(id) FROM sample_log").fetchone()
+        with self._log_lock:
+            if lo is None:
+                if self._log_records:
+                    self._log_records, self._log_sorted = {}, SortedSamples.empty()
+                return self._log_sorted
+            changed = False
+            stale = [rid for rid in self._log_records if rid < lo]
+            for rid in stale:
+                del self._log_records[rid]
+                changed = True
+            if hi > self._log_max_id:
+                for rid, n, data in conn.execute(
+                    "SELECT id, n, data FROM sample_log WHERE id > ? ORDER BY id", (self._log_max_id,)
+                ):
+                    self._log_records[rid] = unpack_record(rid, n, bytes(data))
+                    changed = True
+                self._log_max_id = hi
+            if changed:
+                self._log_sorted = SortedSamples.of(list(self._log_records.values()))
+            return self._log_sorted
+
+    @staticmethod
+    def _range(
+        conn: sqlite3.Connection, log: SortedSamples, series_id: int, start_ms: int, end_ms: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        rows = conn.execute(
+            "SELECT data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts <= ? ORDER BY max_ts",
+            (series_id, start_ms, end_ms),
+        ).fetchall()
+        ts, bits = decode_rows([r[0] for r in rows])
+        if len(ts) and (ts[0] < start_ms or ts[-1] > end_ms):
+            lo, hi = np.searchsorted(ts, start_ms), np.searchsorted(ts, end_ms, side="right")
+            ts, bits = ts[lo:hi], bits[lo:hi]
+        lts, lbits = log.series(series_id)
+        if len(lts):
+            lo, hi = np.searchsorted(lts, start_ms), np.searchsorted(lts, end_ms, side="right")
+            ts, bits = merge(ts, bits, lts[lo:hi], lbits[lo:hi])
+        return ts, bits
+
     def read_range(self, series_id: int, start_ms: int, end_ms: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Timestamps and values of one series in ``[start_ms, end_ms]``, in time order, bit-exact."""
-        with self._engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT ts, value FROM samples WHERE series_id = ? AND ts >= ? AND ts <= ? ORDER BY ts",
-                (series_id, start_ms, end_ms),
-            ).all()
-        if not rows:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
-        data = np.array(rows, dtype=np.int64)
-        return data[:, 0].copy(), data[:, 1].copy().view(np.float64)
+        with self._snapshot() as (conn, log):
+            ts, bits = self._range(conn, log, series_id, start_ms, end_ms)
+        return np.ascontiguousarray(ts), np.ascontiguousarray(bits).view(np.float64)
+
+    def read_many(
+        self, series_ids: Sequence[int], start_ms: int, end_ms: int
+    ) -> dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+        """:meth:`read_range` for many series from one snapshot (one connection, one transaction)."""
+        out = {}
+        with self._snapshot() as (conn, log):
+            for sid in series_ids:
+                ts, bits = self._range(conn, log, sid, start_ms, end_ms)
+                out[sid] = (np.ascontiguousarray(ts), np.ascontiguousarray(bits).view(np.float64))
+        return out
+
+    def read_rollup(
+        self, series_id: int, step_ms: int, start_ms: int, end_ms: int
+    ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
+        """Downsampled buckets (start timestamps) in ``[start_ms, end_ms]`` with columns min, max, sum, count, last."""
+        with self._snapshot() as (conn, _):
+            rows = conn.execute(
+                "SELECT data FROM rollups WHERE series_id = ? AND step_ms = ? AND max_ts >= ? AND min_ts <= ? "
+                "ORDER BY max_ts",
+                (series_id, step_ms, start_ms, end_ms),
+            ).fetchall()
+        parts = [decode_rollup(r[0]) for r in rows]
+        if not parts:
+            return _EMPTY_TS, {c: np.zeros(0) for c in ROLLUP_COLUMNS}
+        ts = np.concatenate([p[0] for p in parts])
+        sel = (ts >= start_ms) & (ts <= end_ms)
+        return ts[sel], {c: np.concatenate([p[1][i] for p in parts])[sel] for i, c in enumerate(ROLLUP_COLUMNS)}
 
     def latest(self, matchers: Sequence[Matcher], at_ms: int, lookback_ms: int) -> list[LatestSample]:
         """The newest sample at or before ``at_ms`` within ``lookback_ms`` of each matching series.
@@ -85,15 +177,35 @@ class Reader:
         matched = self.series(matchers)
         if not matched:
             return out
-        with self._engine.connect() as conn:
+        with self._snapshot() as (conn, log):
             for info in matched:
-                row = conn.exec_driver_sql(
-                    "SELECT ts, value FROM samples WHERE series_id = ? AND ts <= ? AND ts > ? "
-                    "ORDER BY ts DESC LIMIT 1",
-                    (info.id, at_ms, at_ms - lookback_ms),
-                ).first()
-                if row is not None and not is_stale_nan(value := bits_to_float(row[1])):
-                    out.append(LatestSample(info, row[0], value))
+                best: tuple[int, int] | None = None
+                row = conn.execute(
+                    "SELECT min_ts, max_ts, last_value, data FROM chunks WHERE series_id = ? AND max_ts > ? "
+                    "AND min_ts <= ? ORDER BY max_ts LIMIT 1",
+                    (info.id, at_ms, at_ms),
+                ).fetchone()
+                if row is not None:  # a chunk straddles at_ms
+                    ts, bits = decode_chunk(row[3])
+                    i = int(np.searchsorted(ts, at_ms, side="right")) - 1
+                    best = (int(ts[i]), int(bits[i]))
+                else:
+                    row = conn.execute(
+                        "SELECT max_ts, last_value FROM chunks WHERE series_id = ? AND max_ts <= ? "
+                        "ORDER BY max_ts DESC LIMIT 1",
+                        (info.id, at_ms),
+                    ).fetchone()
+                    if row is not None:
+                        best = (int(row[0]), int(row[1]))
+                lts, lbits = log.series(info.id)
+                if len(lts):
+                    i = int(np.searchsorted(lts, at_ms, side="right")) - 1
+                    if i >= 0 and (best is None or lts[i] >= best[0]):
+                        best = (int(lts[i]), int(lbits[i]))
+                if best is not None and best[0] > at_ms - lookback_ms:
+                    value = bits_to_float(best[1])
+                    if not is_stale_nan(value):
+                        out.append(LatestSample(info, best[0], value))
         return out
 
     def metadata(self) -> dict[str, MetricMeta]:
@@ -114,5 +226,31 @@ class Reader:
         return [PushGroupRecord(k, json.loads(lbl), bytes(fam), pt, ft, exp) for k, lbl, fam, pt, ft, exp in rows]
 
     def count_samples(self) -> int:
-        with self._engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT COUNT(*) FROM samples").scalar_one())
+        """Samples stored (each series and timestamp once), in chunks and in the log."""
+        with self._snapshot() as (conn, log):
+            total = int(conn.execute("SELECT COALESCE(SUM(n), 0) FROM chunks").fetchone()[0]) + len(log)
+            for k, sid in enumerate(log.uniq.tolist()):
+                lts = log.ts[int(log.starts[k]) : int(log.starts[k + 1])]
+                rows = conn.execute(
+                    "SELECT data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts <= ?",
+                    (sid, int(lts[0]), int(lts[-1])),
+                ).fetchall()
+                if rows:
+                    cts, _ = decode_rows([r[0] for r in rows])
+                    total -= int(np.isin(lts, cts).sum())
+        return total
+
+    def storage_stats(self) -> dict[str, int]:
+        """Sizes for self-metrics and the TUI: chunks, chunk samples, log records and samples, used bytes."""
+        with self._snapshot() as (conn, log):
+            chunks, samples, chunk_bytes = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM(length(data)), 0) FROM chunks"
+            ).fetchone()
+            records = conn.execute("SELECT COUNT(*) FROM sample_log").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+        return {
+            "chunks": int(chunks), "chunk_samples": int(samples), "chunk_bytes": int(chunk_bytes),
+            "log_records": int(records), "log_samples": len(log), "used_bytes": int((pages - free) * page),
+        }

@@ -40,14 +40,58 @@ metric_meta = Table(
     Column("unit", String, nullable=False, server_default=""),
 )
 
-# Samples, one row per sample (the storage-engine issue replaces this layout behind the same API).
-samples = Table(
-    "samples",
+# The append-only sample log: one record per group commit, no per-sample index. Records are
+# compacted into ``chunks`` and then deleted; AUTOINCREMENT keeps record ids from being reused,
+# which readers in other processes rely on to cache decoded records.
+sample_log = Table(
+    "sample_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),  # int32 series ids | int64 ts | int64 value bits
+    sqlite_autoincrement=True,
+)
+
+# Compressed per-series chunks (storage/chunks.py), each sized to fit one page; a series' chunks
+# never overlap in time.
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("series_id", Integer, nullable=False),
+    Column("min_ts", BigInteger, nullable=False),
+    Column("max_ts", BigInteger, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("last_value", BigInteger, nullable=False),  # IEEE-754 bits of the sample at max_ts
+    Column("data", LargeBinary, nullable=False),
+)
+Index("ix_chunks_series", chunks.c.series_id, chunks.c.max_ts)
+Index("ix_chunks_max_ts", chunks.c.max_ts)
+
+# Downsampled rollups (min, max, sum, count, last per step), one row per series, step and
+# aligned block of buckets.
+rollups = Table(
+    "rollups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("series_id", Integer, nullable=False),
+    Column("step_ms", BigInteger, nullable=False),
+    Column("min_ts", BigInteger, nullable=False),
+    Column("max_ts", BigInteger, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+Index("ix_rollups_series", rollups.c.series_id, rollups.c.step_ms, rollups.c.max_ts)
+Index("ix_rollups_max_ts", rollups.c.max_ts)
+
+# How far each series has been rolled up at each step (exclusive end, ms).
+rollup_state = Table(
+    "rollup_state",
     metadata,
     Column("series_id", Integer, nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("value", BigInteger, nullable=False),  # IEEE-754 bits: SQLite cannot store NaN
-    PrimaryKeyConstraint("series_id", "ts"),
+    Column("step_ms", BigInteger, nullable=False),
+    Column("done_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("series_id", "step_ms"),
     sqlite_with_rowid=False,
 )
 

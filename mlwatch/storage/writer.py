@@ -2,33 +2,49 @@
 
 Every producer (push handler, sources, self-metrics) submits a :class:`WriteBatch` and gets a
 future that resolves only after the batch's transaction has committed, so an HTTP reply sent
-after awaiting it is durable. Many batches waiting at once share one transaction (group commit).
+after awaiting it is durable. Many batches waiting at once share one transaction (group commit),
+and each group commit appends ONE record to the append-only ``sample_log`` (no per-sample index).
+
+The writer also owns the head (storage/head.py: the uncompacted log records, in memory, rebuilt from
+the log on start) and runs maintenance jobs between group commits, one short transaction at a time:
+compaction into chunks (started by itself when the head is large or old), retention, rollups and
+incremental vacuum (:meth:`Writer.maintain`, scheduled by the daemon).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import queue
-import threading
-import time
 import sqlite3
 import struct
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from sqlalchemy import Engine
 
 from mlwatch.errors import StorageError, StorageUnavailable
 from mlwatch.model import Clock, MetricMeta, MetricType, Sample, SeriesKey
+from mlwatch.storage.compaction import CompactionBatch, compact_series
 from mlwatch.storage.database import is_transient, translate
+from mlwatch.storage.head import I32, I64, LogRecord, SortedSamples, pack_record, unpack_record
+from mlwatch.storage.retention import MaintenanceReport, RetentionPolicy, maintenance_steps, delete_chunks_before
 
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 1024  # batches per transaction
+_NONE = np.iinfo(np.int64).min  # "no sample yet" in the newest-timestamp array
+STEP_SAMPLES = 250_000  # compaction work per transaction
+STEP_SERIES = 2_000
+Job = Generator[None, None, Any]
 
 
 class SeriesLimitExceeded(StorageError):
@@ -74,6 +90,18 @@ class WriterStats:
     failures: int = 0
     series: int = 0
     last_commit_seconds: float = 0.0
+    head_samples: int = 0  # samples in the log, not yet in chunks
+    compactions: int = 0  # completed compaction cycles
+    compacted_samples: int = 0  # samples written into chunks
+    compaction_seconds: float = 0.0  # writer-thread time spent compacting
+    compaction_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResult:
+    samples: int  # samples written into chunks
+    carried: int  # samples left in the head (too few to fill a chunk yet)
+    trimmed_records: int
 
 
 _STOP = object()
@@ -91,7 +119,12 @@ def bits_to_float(bits: int) -> float:
 
 
 class Writer:
-    """Owns the only write connection. Start with :meth:`start`, stop with :meth:`stop`."""
+    """Owns the only write connection. Start with :meth:`start`, stop with :meth:`stop`.
+
+    ``compact_threshold`` (samples in the head) and ``compact_max_age_s`` (age of the oldest head
+    sample's record) start compaction by themselves; ``carry_limit`` bounds the samples kept in the
+    head between compactions to fill pages.
+    """
 
     def __init__(
         self,
@@ -100,25 +133,48 @@ class Writer:
         out_of_order_window_ms: int = 3600_000,
         max_series: int = 0,
         clock: Clock = time.time,
+        compact_threshold: int = 1_000_000,
+        compact_max_age_s: float = 900.0,
+        carry_limit: int = 4_000_000,
     ) -> None:
         self._engine = engine
         self.out_of_order_window_ms = out_of_order_window_ms
         self.max_series = max_series
         self._clock = clock
+        self.compact_threshold = compact_threshold
+        self.compact_max_age_s = compact_max_age_s
+        self.carry_limit = carry_limit
         self._q: queue.Queue[object] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._ids: dict[SeriesKey, int] = {}
-        self._last_ts: dict[int, int] = {}
+        self._last: I64 = np.full(1024, _NONE, np.int64)
         self._meta: dict[str, MetricMeta] = {}
+        self._head: list[LogRecord] = []
+        self._head_born: list[float] = []  # monotonic time the oldest sample of each record arrived
+        self._head_samples = 0
+        self._head_oldest = float("inf")
+        self._carried = 0  # head samples carried over by the last compaction
+        self._jobs: collections.deque[tuple[Job, Future[Any]]] = collections.deque()
+        self._auto_pending = False
+        self._compact_retry_at = 0.0
         self.stats = WriterStats()
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        """Load the series index and rebuild the head from the log, then start the thread."""
         with self._engine.connect() as conn:
             for sid, metric, labels in conn.exec_driver_sql("SELECT id, metric, labels FROM series"):
                 self._ids[SeriesKey(metric, tuple(json.loads(labels).items()))] = sid
-            for sid, ts in conn.exec_driver_sql("SELECT series_id, MAX(ts) FROM samples GROUP BY series_id"):
-                self._last_ts[sid] = ts
+            self._grow(max(self._ids.values(), default=0))
+            rows = conn.exec_driver_sql("SELECT series_id, MAX(max_ts) FROM chunks GROUP BY series_id").all()
+            if rows:
+                arr = np.array(rows, np.int64)
+                self._last[arr[:, 0]] = arr[:, 1]
+            born = time.monotonic()
+            for rid, n, data in conn.exec_driver_sql("SELECT id, n, data FROM sample_log ORDER BY id"):
+                rec = unpack_record(rid, n, bytes(data))
+                self._add_head(rec, born)
+                np.maximum.at(self._last, rec.sids, rec.ts)
             for name, typ, help_, unit in conn.exec_driver_sql("SELECT metric, type, help, unit FROM metric_meta"):
                 self._meta[name] = MetricMeta(MetricType(typ), help_, unit)
         self.stats.series = len(self._ids)
@@ -126,12 +182,25 @@ class Writer:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Commit everything queued so far, then stop the thread."""
+        """Commit everything queued so far, then stop the thread (unfinished maintenance is abandoned)."""
         if self._thread is None:
             return
         self._q.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
+
+    def _grow(self, sid: int) -> None:
+        if sid >= len(self._last):
+            new = np.full(max(2 * len(self._last), sid + 1024), _NONE, np.int64)
+            new[: len(self._last)] = self._last
+            self._last = new
+
+    def _add_head(self, rec: LogRecord, born: float) -> None:
+        self._head.append(rec)
+        self._head_born.append(born)
+        self._head_samples += len(rec)
+        self._head_oldest = min(self._head_oldest, born)
+        self.stats.head_samples = self._head_samples
 
     # ---------------------------------------------------------------- submitting
     def submit(self, batch: WriteBatch) -> Future[WriteResult]:
@@ -156,7 +225,7 @@ class Writer:
     def queue_depth(self) -> int:
         return self._q.qsize()
 
-    # ---------------------------------------------------------------- the thread
+    # ---------------------------------------------------------------- maintenance API
     def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
         """Run ``fn(connection)`` on the writer thread, between group commits (maintenance jobs)."""
         fut: Future[Any] = Future()
@@ -166,39 +235,130 @@ class Writer:
         self._q.put((fn, fut))
         return fut
 
+    def compact(self) -> Future[CompactionResult]:
+        """Compact the whole head into chunks now (partly filled chunks included) and trim the log."""
+        return self._job(lambda: self._compaction(flush=True))
+
+    def maintain(self, policy: RetentionPolicy, now_ms: int | None = None) -> Future[MaintenanceReport]:
+        """Compaction, rollups, retention, the size cap and incremental vacuum, in short transactions.
+
+        The daemon schedules this periodically (every minute is fine); ingest continues between
+        its transactions.
+        """
+
+        def job() -> Job:
+            yield from self._compaction(flush=True)
+            now = now_ms if now_ms is not None else int(self._clock() * 1000)
+            keys = {sid: key for key, sid in self._ids.items()}
+            return (yield from maintenance_steps(self._conn, policy, keys, now))
+
+        return self._job(job)
+
+    def delete_before(self, cutoff_ms: int) -> Future[int]:
+        """Drop every chunk whose samples are all older than ``cutoff_ms``; returns the samples dropped.
+
+        Deletion is by whole chunks: samples older than the cutoff that share a chunk with newer
+        ones stay until the whole chunk is older.
+        """
+        return self._job(lambda: delete_chunks_before(self._conn, cutoff_ms))
+
+    def _job(self, make: Callable[[], Job]) -> Future[Any]:
+        def start(_conn: sqlite3.Connection) -> None:
+            self._jobs.append((make(), fut))
+
+        fut: Future[Any] = Future()
+        if self._thread is None:
+            fut.set_exception(StorageUnavailable("the writer is not running"))
+            return fut
+        self._q.put((start, None))
+        return fut
+
+    # ---------------------------------------------------------------- the thread
     def _run(self) -> None:
         raw = self._engine.raw_connection()
         self._conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
         self._conn.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+        self._conn.execute("PRAGMA journal_size_limit = 67108864")
         try:
             stopping = False
             while not stopping:
-                item = self._q.get()
+                try:
+                    item = self._q.get_nowait() if self._jobs else self._q.get(timeout=1.0)
+                except queue.Empty:
+                    item = None
                 if item is _STOP:
                     break
-                group = [item]
-                while len(group) < MAX_GROUP:
-                    try:
-                        nxt = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _STOP:
-                        stopping = True
-                        break
-                    group.append(nxt)
-                self._dispatch(group)  # type: ignore[arg-type]
+                if item is not None:
+                    group = [item]
+                    while len(group) < MAX_GROUP:
+                        try:
+                            nxt = self._q.get_nowait()
+                        except queue.Empty:
+                            break
+                        if nxt is _STOP:
+                            stopping = True
+                            break
+                        group.append(nxt)
+                    self._dispatch(group)  # type: ignore[arg-type]
+                if not stopping:
+                    self._maybe_compact()
+                    self._step_job()
         finally:
+            for _, fut in self._jobs:
+                if not fut.done():
+                    fut.set_exception(StorageUnavailable("the writer stopped"))
+            self._jobs.clear()
             raw.close()
 
-    def _dispatch(self, group: list[tuple[Any, Future[Any]]]) -> None:
+    def _step_job(self) -> None:
+        if not self._jobs:
+            return
+        gen, fut = self._jobs[0]
+        try:
+            next(gen)
+            return
+        except StopIteration as done:
+            self._jobs.popleft()
+            if fut.set_running_or_notify_cancel():
+                fut.set_result(done.value)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller
+            self._jobs.popleft()
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            err = translate(exc, "run maintenance") if is_transient(exc) else exc
+            log.warning("storage maintenance failed: %s", err)
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(err)
+
+    def _maybe_compact(self) -> None:
+        if self._auto_pending or not self._head or time.monotonic() < self._compact_retry_at:
+            return
+        too_old = time.monotonic() - self._head_oldest >= self.compact_max_age_s
+        if self._head_samples - self._carried >= self.compact_threshold or too_old:
+            self._auto_pending = True
+            fut: Future[Any] = Future()
+            fut.add_done_callback(self._compaction_done)
+            self._jobs.append((self._compaction(flush=too_old), fut))
+
+    def _compaction_done(self, fut: Future[Any]) -> None:
+        self._auto_pending = False
+        if fut.exception() is not None:
+            self.stats.compaction_failures += 1
+            self._compact_retry_at = time.monotonic() + 5.0
+
+    def _dispatch(self, group: list[tuple[Any, Future[Any] | None]]) -> None:
         batches: list[tuple[WriteBatch, Future[WriteResult]]] = []
         for what, fut in group:
             if isinstance(what, WriteBatch):
+                assert fut is not None
                 batches.append((what, fut))
                 continue
             if batches:
                 self._commit_group(batches)
                 batches = []
+            if fut is None:  # a job being queued
+                what(self._conn)
+                continue
             if fut.set_running_or_notify_cancel():
                 try:
                     fut.set_result(what(self._conn))
@@ -244,31 +404,44 @@ class Writer:
             self.stats.batches += 1
             fut.set_result(res)
 
+    # ---------------------------------------------------------------- one group commit
     def _apply(self, batches: list[WriteBatch]) -> list[WriteResult]:
         new_ids: dict[SeriesKey, int] = {}
-        new_last: dict[int, int] = {}
         results: list[WriteResult] = []
-        rows: list[tuple[int, int, float]] = []
+        parts: list[tuple[I32, I64, I64]] = []
+        undo: list[tuple[I32, I64]] = []  # newest-timestamp entries to restore if the commit fails
         now_ms = int(self._clock() * 1000)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             for batch in batches:
-                results.append(self._stage(conn, batch, new_ids, new_last, rows, now_ms))
-            if rows:
-                conn.executemany("INSERT OR REPLACE INTO samples (series_id, ts, value) VALUES (?, ?, ?)", rows)
+                results.append(self._stage(conn, batch, new_ids, parts, undo, now_ms))
+            rec = None
+            if parts:
+                sids = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+                ts = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+                bits = np.concatenate([p[2] for p in parts]) if len(parts) > 1 else parts[0][2]
+                if len(sids):
+                    (rid,) = conn.execute(
+                        "INSERT INTO sample_log (n, data) VALUES (?, ?) RETURNING id",
+                        (len(sids), pack_record(sids, ts, bits)),
+                    ).fetchone()
+                    rec = LogRecord(rid, sids, ts, bits)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            for idx, old in reversed(undo):
+                self._last[idx] = old
             raise
         # Only now, after the commit, do the caches learn about the new rows.
+        if rec is not None:
+            self._add_head(rec, time.monotonic())
         self._ids.update(new_ids)
-        self._last_ts.update(new_last)
         for batch in batches:
             self._meta.update(batch.meta)
         self.stats.series = len(self._ids)
-        self.stats.samples += len(rows)
+        self.stats.samples += 0 if rec is None else len(rec)
         self.stats.out_of_order += sum(r.out_of_order for r in results)
         return results
 
@@ -277,33 +450,29 @@ class Writer:
         conn: sqlite3.Connection,
         batch: WriteBatch,
         new_ids: dict[SeriesKey, int],
-        new_last: dict[int, int],
-        rows: list[tuple[int, int, float]],
+        parts: list[tuple[I32, I64, I64]],
+        undo: list[tuple[I32, I64]],
         now_ms: int,
     ) -> WriteResult:
-        missing = {s.key for s in batch.samples if s.key not in self._ids and s.key not in new_ids}
-        if missing and self.max_series and len(self._ids) + len(new_ids) + len(missing) > self.max_series:
-            raise SeriesLimitExceeded(
-                f"storing {len(missing)} new series would exceed limits.max_series={self.max_series}"
-            )
-        for key in sorted(missing):
-            (sid,) = conn.execute(
-                "INSERT INTO series (metric, labels, canonical, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
-                (key.name, json.dumps(dict(key.labels)), key.canonical(), now_ms),
-            ).fetchone()
-            new_ids[key] = sid
-        appended = refused = 0
-        window = self.out_of_order_window_ms
-        for s in batch.samples:
-            sid = self._ids.get(s.key) or new_ids[s.key]
-            last = new_last.get(sid, self._last_ts.get(sid))
-            if last is not None and s.ts < last - window and not batch.backfill:
-                refused += 1
-                continue
-            if last is None or s.ts > last:
-                new_last[sid] = s.ts
-            rows.append((sid, s.ts, float_to_bits(s.value)))
-            appended += 1
+        samples = batch.samples
+        refused = 0
+        if samples:
+            keys = [s.key for s in samples]
+            get = self._ids.get
+            found = [get(k) for k in keys]
+            if None in found:
+                found = self._new_series(conn, keys, found, new_ids, now_ms)
+            sids = np.array(found, np.int32)
+            ts = np.array([s.ts for s in samples], np.int64)
+            bits = np.array([s.value for s in samples], np.float64).view(np.int64)
+            undo.append((sids, self._last[sids]))
+            np.maximum.at(self._last, sids, ts)
+            if not batch.backfill:
+                # Unsigned distance from the newest timestamp: exact even at the ends of int64.
+                behind = (self._last[sids] - ts).view(np.uint64)
+                if (behind > np.uint64(self.out_of_order_window_ms)).any():
+                    sids, ts, bits, refused = self._refuse_old(sids, ts, bits, undo[-1][1])
+            parts.append((sids, ts, bits))
         if batch.meta:
             conn.executemany(
                 "INSERT INTO metric_meta (metric, type, help, unit) VALUES (?, ?, ?, ?) "
@@ -329,16 +498,147 @@ class Writer:
             )
         if batch.push_deletes:
             conn.executemany("DELETE FROM push_groups WHERE group_key = ?", [(k,) for k in batch.push_deletes])
-        return WriteResult(appended, refused)
+        return WriteResult(len(samples) - refused, refused)
 
-    def delete_before(self, cutoff_ms: int) -> Future[int]:
-        """Retention for the row-per-sample layout: drop samples older than ``cutoff_ms``."""
+    def _new_series(
+        self,
+        conn: sqlite3.Connection,
+        keys: list[SeriesKey],
+        found: list[int | None],
+        new_ids: dict[SeriesKey, int],
+        now_ms: int,
+    ) -> list[int]:
+        missing = {k for k, f in zip(keys, found, strict=True) if f is None and k not in new_ids}
+        if missing and self.max_series and len(self._ids) + len(new_ids) + len(missing) > self.max_series:
+            raise SeriesLimitExceeded(
+                f"storing {len(missing)} new series would exceed limits.max_series={self.max_series}"
+            )
+        for key in sorted(missing):
+            (sid,) = conn.execute(
+                "INSERT INTO series (metric, labels, canonical, created_ms) VALUES (?, ?, ?, ?) RETURNING id",
+                (key.name, json.dumps(dict(key.labels)), key.canonical(), now_ms),
+            ).fetchone()
+            if sid >= 2**31:
+                raise StorageError("series ids are exhausted (2^31)")
+            new_ids[key] = sid
+            self._grow(sid)
+        return [f if f is not None else new_ids[k] for k, f in zip(keys, found, strict=True)]
 
-        def run(conn: sqlite3.Connection) -> int:
+    def _refuse_old(self, sids: I32, ts: I64, bits: I64, before: I64) -> tuple[I32, I64, I64, int]:
+        """The exact time-order policy, sample by sample (only when some sample may be too old)."""
+        self._last[sids] = before  # undo the optimistic update, then replay in arrival order
+        window = self.out_of_order_window_ms
+        last = self._last
+        keep = np.ones(len(sids), bool)
+        for i, (sid, t) in enumerate(zip(sids.tolist(), ts.tolist(), strict=True)):
+            cur = int(last[sid])
+            if cur != _NONE and t < cur - window:
+                keep[i] = False
+            elif cur == _NONE or t > cur:
+                last[sid] = t
+        refused = int((~keep).sum())
+        return sids[keep], ts[keep], bits[keep], refused
+
+    # ---------------------------------------------------------------- compaction
+    def _compaction(self, *, flush: bool) -> Job:
+        """Compact the head's records (as of now) into chunks, a step per transaction; trim the log."""
+        t0 = time.perf_counter()
+        try:
+            records = list(self._head)
+            if not records:
+                return CompactionResult(0, 0, 0)
+            upto = records[-1].id
+            born = min(self._head_born)
+            ss = SortedSamples.of(records)
+            conn = self._conn
+            total = 0
+            carried: list[tuple[I32, I64, I64]] = []
+            n_series = len(ss.uniq)
+            i = 0
+            carry_total = 0
+            while i < n_series:
+                j = min(n_series, i + STEP_SERIES)
+                lim = int(np.searchsorted(ss.starts, ss.starts[i] + STEP_SAMPLES, side="right")) - 1
+                j = max(i + 1, min(j, lim))
+                out = CompactionBatch()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for k in range(i, j):
+                        lo, hi = int(ss.starts[k]), int(ss.starts[k + 1])
+                        sid = int(ss.uniq[k])
+                        ct, cb = compact_series(
+                            conn, out, sid, ss.ts[lo:hi], ss.bits[lo:hi],
+                            flush=flush or carry_total > self.carry_limit,
+                        )
+                        if len(ct):
+                            carried.append((np.full(len(ct), sid, np.int32), ct, cb))
+                            carry_total += len(ct)
+                    out.write(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                total += out.samples
+                i = j
+                self.stats.compaction_seconds += time.perf_counter() - t0
+                yield
+                t0 = time.perf_counter()
+            # Trim: the compacted records go; samples carried over move to one new record, minus any
+            # that a newer record (written while we compacted) has replaced meanwhile.
+            newer = [r for r in self._head if r.id > upto]
+            carry = self._carry_record(carried, newer)
             conn.execute("BEGIN IMMEDIATE")
-            n = conn.execute("DELETE FROM samples WHERE ts < ?", (cutoff_ms,)).rowcount
-            conn.execute("COMMIT")
-            conn.execute("PRAGMA incremental_vacuum")
-            return n
+            try:
+                conn.execute("DELETE FROM sample_log WHERE id <= ?", (upto,))
+                rec = None
+                if carry is not None:
+                    (rid,) = conn.execute(
+                        "INSERT INTO sample_log (n, data) VALUES (?, ?) RETURNING id",
+                        (len(carry[0]), pack_record(*carry)),
+                    ).fetchone()
+                    rec = LogRecord(rid, *carry)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            keep = [(r, b) for r, b in zip(self._head, self._head_born, strict=True) if r.id > upto]
+            self._head = [r for r, _ in keep]
+            self._head_born = [b for _, b in keep]
+            self._head_samples = sum(len(r) for r in self._head)
+            self._head_oldest = min(self._head_born, default=float("inf"))
+            self._carried = 0
+            if rec is not None:
+                self._add_head(rec, born)  # newest by id, oldest by age
+                self._carried = len(rec)
+            self.stats.head_samples = self._head_samples
+            self.stats.compactions += 1
+            self.stats.compacted_samples += total
+            return CompactionResult(total, 0 if carry is None else len(carry[0]), len(records))
+        finally:
+            self.stats.compaction_seconds += time.perf_counter() - t0
 
-        return self.call(run)
+    @staticmethod
+    def _carry_record(carried: list[tuple[I32, I64, I64]], newer: list[LogRecord]) -> tuple[I32, I64, I64] | None:
+        if not carried:
+            return None
+        sids = np.concatenate([c[0] for c in carried])
+        ts = np.concatenate([c[1] for c in carried])
+        bits = np.concatenate([c[2] for c in carried])
+        if newer:
+            nsids = np.concatenate([r.sids for r in newer])
+            nts = np.concatenate([r.ts for r in newer])
+            all_s = np.concatenate([sids, nsids])
+            all_t = np.concatenate([ts, nts])
+            flag = np.concatenate([np.zeros(len(sids), np.int8), np.ones(len(nsids), np.int8)])
+            pos = np.concatenate([np.arange(len(sids)), np.full(len(nsids), -1)])
+            order = np.lexsort((flag, all_t, all_s))
+            s_, t_, f_ = all_s[order], all_t[order], flag[order]
+            dup = np.zeros(len(order), bool)
+            dup[:-1] = (s_[1:] == s_[:-1]) & (t_[1:] == t_[:-1]) & (f_[:-1] == 0) & (f_[1:] == 1)
+            if dup.any():
+                keep = np.ones(len(sids), bool)
+                keep[pos[order][dup]] = False
+                sids, ts, bits = sids[keep], ts[keep], bits[keep]
+        return (sids, ts, bits) if len(sids) else None

@@ -1,0 +1,82 @@
+"""Compaction: moving samples from the head (the log) into compressed per-series chunks.
+
+All functions here run on the writer's connection inside a transaction the caller opened. They keep
+the invariant that a series' chunks never overlap in time, and they are idempotent: compacting the
+same log records twice (after a crash between writing chunks and trimming the log) stores each
+sample once, because merging replaces overlapping chunks and the newer write wins on equal
+timestamps.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlwatch.storage.chunks import CHUNK_BUDGET, decode_chunk, split_chunks
+from mlwatch.storage.head import I64, merge
+
+# A chunk smaller than this is "open": the next flush of its series re-encodes it with the new
+# samples, so that slow series still end up with page-sized chunks.
+OPEN_LIMIT = CHUNK_BUDGET * 3 // 4
+
+_OVERLAP = (
+    "SELECT id, data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts <= ? ORDER BY min_ts"
+)
+_TAIL = "SELECT id, length(data), data FROM chunks WHERE series_id = ? AND max_ts < ? ORDER BY max_ts DESC LIMIT 1"
+_INSERT = "INSERT INTO chunks (series_id, min_ts, max_ts, n, last_value, data) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+@dataclass
+class CompactionBatch:
+    """Chunk rows to insert and delete, gathered over several series, written with executemany."""
+
+    inserts: list[tuple[int, int, int, int, int, bytes]] = field(default_factory=list)
+    deletes: list[tuple[int]] = field(default_factory=list)
+    samples: int = 0
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        if self.deletes:
+            conn.executemany("DELETE FROM chunks WHERE id = ?", self.deletes)
+        if self.inserts:
+            conn.executemany(_INSERT, self.inserts)
+        self.inserts, self.deletes = [], []
+
+
+def decode_rows(rows: list[bytes]) -> tuple[I64, I64]:
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    parts = [decode_chunk(d) for d in rows]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([t for t, _ in parts]), np.concatenate([b for _, b in parts])
+
+
+def compact_series(
+    conn: sqlite3.Connection, out: CompactionBatch, sid: int, ts: I64, bits: I64, *, flush: bool
+) -> tuple[I64, I64]:
+    """Stage chunks for one series' head samples (sorted, unique); return the samples carried over.
+
+    Without ``flush``, the last, partly filled chunk is not written: its samples stay in the head
+    (carried into a new log record) until enough arrive to fill a page.
+    """
+    tmin, tmax = int(ts[0]), int(ts[-1])
+    rows = conn.execute(_OVERLAP, (sid, tmin, tmax)).fetchall()
+    merged_old = bool(rows)
+    if not rows and flush:
+        tail = conn.execute(_TAIL, (sid, tmin)).fetchone()
+        if tail is not None and tail[1] < OPEN_LIMIT:
+            rows = [(tail[0], tail[2])]
+    if rows:
+        old_ts, old_bits = decode_rows([r[1] for r in rows])
+        ts, bits = merge(old_ts, old_bits, ts, bits)
+        out.deletes.extend((r[0],) for r in rows)
+    encoded = split_chunks(ts, bits)
+    carry_ts, carry_bits = ts[:0], bits[:0]
+    if not flush and not merged_old and len(encoded[-1][2]) < OPEN_LIMIT:
+        carry_ts, carry_bits, _ = encoded.pop()
+    for cts, cbits, data in encoded:
+        out.inserts.append((sid, int(cts[0]), int(cts[-1]), len(cts), int(cbits[-1]), data))
+        out.samples += len(cts)
+    return carry_ts, carry_bits

@@ -975,6 +975,10 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
         raise ConfigError([_yaml_problem(exc, filename)]) from None
     except RecursionError:
         raise ConfigError([ConfigProblem(filename, 0, "YAML nesting is too deep")]) from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        # ruamel fails this way on some valid but odd YAML, e.g. a mapping used as a key (`? {a: 1}`).
+        message = f"YAML structure mlwatch cannot read ({type(exc).__name__}: {exc})"
+        raise ConfigError([ConfigProblem(filename, 0, message)]) from None
     if document is None:
         return default_config()
     reader = _TreeReader(filename, env)

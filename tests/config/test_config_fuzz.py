@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mlwatch.config import Config, parse_config
@@ -72,6 +72,9 @@ def test_any_text(text: str) -> None:
 
 @FAST
 @given(yamlish)
+@example("? : storage:")  # ruamel raised TypeError on a mapping used as a key
+@example("&a : &a ")  # ruamel warned about the reused anchor
+@example("=")  # a value-tagged scalar without a position
 def test_yaml_fragments(text: str) -> None:
     _check(text)
 

@@ -156,7 +156,7 @@ def _diagnose(line: str, lineno: int) -> ParseError:
     name = m.group(0)
     s = s[m.end():]
     if s and s[0] not in " \t{":
-        return ParseError(f"invalid metric name {(name + s.split()[0])[:60]!r}", lineno)
+        return ParseError(f"invalid metric name {(name + _split_blank(s)[0])[:60]!r}", lineno)
     s = s.lstrip(" \t")
     if s.startswith("{"):
         s = s[1:]
@@ -248,6 +248,8 @@ def _comment(state: _State, line: str, lineno: int) -> None:
         raise ParseError(f"invalid metric name in {kind} line", lineno)
     name = m.group(0)
     text = rest[m.end():].lstrip(" \t")
+    if not text:
+        return  # "# TYPE x" or "# HELP x" without more: a plain comment for expfmt too
     fam = state.families.get(name)
     if fam is None:
         fam = state.families[name] = MetricFamily(name)

@@ -19,7 +19,7 @@ from mlwatch.model import Clock
 from mlwatch.selfmetrics import OwnMetrics
 from mlwatch.server.app import AppDeps, build_app
 from mlwatch.server.auth import AuthPolicy
-from mlwatch.sources.push import PushService
+from mlwatch.server.push import PushService
 from mlwatch.storage.database import DaemonLock, make_engine, sqlite_path, upgrade
 from mlwatch.storage.reader import Reader
 from mlwatch.storage.writer import Writer

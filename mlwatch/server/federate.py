@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 
@@ -12,27 +11,10 @@ from aiohttp import web
 from mlwatch.errors import QueryError
 from mlwatch.model import Matcher, escape_label_value
 from mlwatch.promql.selector import parse_selector
+from mlwatch.sources.textparse import format_float
 from mlwatch.storage.reader import LatestSample, Reader
 
-
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def format_value(v: float) -> str:
-    """Go's strconv.FormatFloat(v, 'g', -1, 64) as the text format uses it."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == int(v) and abs(v) < 1e21:
-        return str(int(v))
-    r = repr(v)
-    if "e" in r:
-        mant, exp = r.split("e")
-        sign = exp[0] if exp[0] in "+-" else "+"
-        digits = exp.lstrip("+-").rjust(2, "0")
-        return f"{mant}e{sign}{digits}"
-    return r
 
 
 def render_federation(samples: list[LatestSample]) -> bytes:
@@ -46,7 +28,7 @@ def render_federation(samples: list[LatestSample]) -> bytes:
         for s in sorted(by_name[name], key=lambda x: x.series.key.labels):
             labels = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.series.key.labels)
             head = f"{name}{{{labels}}}" if labels else name
-            lines.append(f"{head} {format_value(s.value)} {s.ts}")
+            lines.append(f"{head} {format_float(s.value)} {s.ts}")
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 

@@ -179,3 +179,24 @@ def test_concurrent_pushes_share_commits(daemon_factory: object) -> None:
     commits = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("mlwatch_storage_commits_total"))
     batches = next(float(x.split()[-1]) for x in metrics.splitlines() if x.startswith("mlwatch_storage_write_batches_total"))
     assert batches >= 200 and commits <= batches
+
+
+def test_push_group_is_resampled_and_delete_ends_it_with_staleness(daemon_factory: object) -> None:
+    from mlwatch.model import is_stale_nan
+
+    d = daemon_factory("push:\n  sample_interval: 1s\n")  # type: ignore[operator]
+    assert push(d, "nightly", "nightly_accuracy 0.91\n").status_code == 200
+    reader = Reader(make_engine(f"sqlite:///{d.db_path}", readonly=True))
+    sel = [Matcher.make("__name__", "=", "nightly_accuracy")]
+    deadline = time.monotonic() + 15
+    values: list[float] = []
+    while len(values) < 3 and time.monotonic() < deadline:
+        (info,) = reader.series(sel)
+        values = reader.read_range(info.id, 0, 2**62)[1].tolist()
+        time.sleep(0.2)
+    assert len(values) >= 3 and set(values) == {0.91}  # the push, then one sample per interval
+    assert requests.delete(f"{d.url}/metrics/job/nightly", timeout=5).status_code == 202
+    (info,) = reader.series(sel)
+    ts, vals = reader.read_range(info.id, 0, 2**62)
+    assert is_stale_nan(vals[-1])
+    assert reader.latest(sel, int(time.time() * 1000) + 1, 300_000) == []

@@ -215,13 +215,9 @@ def _sqlite_url(url: str) -> str:
         raise ValueError("not a database URL (expected sqlite:///path/to/mlwatch.db)") from None
     if parsed.drivername not in _SQLITE_DRIVERS:
         shown = parsed.render_as_string(hide_password=True)
-        raise ValueError(
-            f"SQLite is the only supported database today: expected sqlite:///path, got {shown!r}"
-        )
+        raise ValueError(f"SQLite is the only supported database today: expected sqlite:///path, got {shown!r}")
     if not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory":
-        raise ValueError(
-            "an in-memory database cannot be shared by the daemon and its readers; give a file path"
-        )
+        raise ValueError("an in-memory database cannot be shared by the daemon and its readers; give a file path")
     return url
 
 
@@ -325,9 +321,7 @@ def _pem_containing(marker: str, what: str) -> Callable[[str], str]:
 class TLSConfig(_Model):
     """Serve HTTPS with this certificate chain and private key (PEM)."""
 
-    cert_file: Annotated[
-        ExistingFile, AfterValidator(_pem_containing("-----BEGIN CERTIFICATE-----", "certificate"))
-    ]
+    cert_file: Annotated[ExistingFile, AfterValidator(_pem_containing("-----BEGIN CERTIFICATE-----", "certificate"))]
     key_file: Annotated[ExistingFile, AfterValidator(_pem_containing("PRIVATE KEY-----", "private key"))]
 
     @model_validator(mode="after")
@@ -337,9 +331,7 @@ class TLSConfig(_Model):
             # A password callback that fails keeps an encrypted key from prompting on the terminal.
             context.load_cert_chain(self.cert_file, self.key_file, password=lambda: b"")
         except (ssl.SSLError, OSError) as exc:
-            reason = (
-                str(getattr(exc, "reason", None) or exc.strerror or "unreadable").lower().replace("_", " ")
-            )
+            reason = str(getattr(exc, "reason", None) or exc.strerror or "unreadable").lower().replace("_", " ")
             raise ValueError(
                 f"the certificate and key do not load together ({reason}): "
                 "is it the key of this certificate, and is the key unencrypted?"
@@ -672,10 +664,7 @@ class _TreeReader:
         if isinstance(node, list):
             self._open.add(id(node))
             try:
-                return [
-                    self.read(item, (*path, i), _position(node, "item", i, line))
-                    for i, item in enumerate(node)
-                ]
+                return [self.read(item, (*path, i), _position(node, "item", i, line)) for i, item in enumerate(node)]
             finally:
                 self._open.discard(id(node))
         if isinstance(node, str):
@@ -719,9 +708,7 @@ class _TreeReader:
             ref = m.group(1)
             name, sep, default = ref.partition(":-")
             if not _ENV_NAME_RE.match(name):
-                raise _ExpandError(
-                    f"invalid variable reference ${{{ref}}} (expected ${{NAME}} or ${{NAME:-default}})"
-                )
+                raise _ExpandError(f"invalid variable reference ${{{ref}}} (expected ${{NAME}} or ${{NAME:-default}})")
             value = self.env.get(name)
             if value is None or (sep and value == ""):
                 if sep:
@@ -765,9 +752,7 @@ def _yaml_problem(exc: YAMLError, file: str) -> ConfigProblem:
         # ruamel quotes both values of a duplicate key; they may be secrets.
         what = what.split(" with value")[0]
         return ConfigProblem(file, (mark.line + 1) if mark else 0, f"YAML syntax error: {what}")
-    return ConfigProblem(
-        file, 0, f"YAML error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-    )
+    return ConfigProblem(file, 0, f"YAML error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
 
 
 # ------------------------------------------------------------------ pydantic errors -> problems
@@ -858,14 +843,16 @@ def _resolve(loc: tuple[str | int, ...]) -> _Where:
     path: list[str | int] = []
     owner: type[BaseModel] | None = None
     secret = False
+    after_dict_key = False
     for el in loc:
+        if el == "[key]" and after_dict_key:
+            break  # pydantic's marker for "the key itself is invalid", not a level of the tree
+        after_dict_key = get_origin(_unwrap(tp)) is dict
         tp = _unwrap(tp)
         tags = _union_tags(tp)
         if tags:
             tp = tags.get(str(el))
             continue  # pydantic puts the tag into the loc; the raw tree has no such level
-        if el == "[key]":
-            break
         path.append(el)
         if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(el, str):
             owner = tp
@@ -909,6 +896,8 @@ def _message(error: Mapping[str, Any], where: _Where) -> tuple[_Path, str]:
     value = error.get("input")
     path = where.path
     ctx = error.get("ctx") or {}
+    if not path and kind in ("extra_forbidden", "missing"):
+        return path, str(error["msg"])  # cannot happen with the loc pydantic gives; never crash on it
     if kind == "extra_forbidden":
         return path, "unknown key" + _did_you_mean(str(path[-1]), _keys_of(where.model))
     if kind == "missing":
@@ -963,9 +952,7 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     old_yaml = _OLD_YAML_RE.search(text)
     if old_yaml:  # 1.1 reads `yes` as true and `010` as 8; ruamel would also warn rather than fail
         line = text.count("\n", 0, old_yaml.start()) + 1
-        raise ConfigError(
-            [ConfigProblem(filename, line, "only YAML 1.2 is supported (remove the %YAML directive)")]
-        )
+        raise ConfigError([ConfigProblem(filename, line, "only YAML 1.2 is supported (remove the %YAML directive)")])
     yaml = YAML(typ="rt", pure=True)
     yaml.max_depth = _MAX_DEPTH
     yaml.composer.warn_double_anchors = False  # redefining an anchor is valid YAML: the later one wins
@@ -987,9 +974,7 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     except RecursionError:
         raise ConfigError([ConfigProblem(filename, 0, "YAML nesting is too deep")]) from None
     if not isinstance(tree, dict):
-        message = (
-            f"the top level must be a mapping of keys such as storage, server and sources, got {_kind(tree)}"
-        )
+        message = f"the top level must be a mapping of keys such as storage, server and sources, got {_kind(tree)}"
         raise ConfigError([ConfigProblem(filename, _node_line(document), message)])
     problems = list(reader.problems)
     problems += _duplicate_source_names(tree, reader, filename)
@@ -1035,9 +1020,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os
     try:
         data = chosen.read_bytes()
     except OSError as exc:
-        raise ConfigError(
-            [ConfigProblem(name, 0, f"cannot read the config file: {exc.strerror or exc}")]
-        ) from None
+        raise ConfigError([ConfigProblem(name, 0, f"cannot read the config file: {exc.strerror or exc}")]) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -1046,9 +1029,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os
     return parse_config(text, name, env)
 
 
-def check_config(
-    path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ
-) -> list[ConfigProblem]:
+def check_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ) -> list[ConfigProblem]:
     """Every problem in the config :func:`config_path` picks, in line order; empty when it is valid."""
     try:
         load_config(path, env)

@@ -75,6 +75,7 @@ def test_any_text(text: str) -> None:
 @example("? : storage:")  # ruamel raised TypeError on a mapping used as a key
 @example("&a : &a ")  # ruamel warned about the reused anchor
 @example("=")  # a value-tagged scalar without a position
+@example('"[key]": 1')  # pydantic's own marker for dict keys, used as a key
 def test_yaml_fragments(text: str) -> None:
     _check(text)
 

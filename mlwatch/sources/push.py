@@ -512,6 +512,15 @@ class PushSource:
                 return typ
         return None
 
+    def _check_reserved(self, key: str, families: list[MetricFamily]) -> None:
+        """push_time_seconds & co. in a body are dropped, but their type is checked first (as Pushgateway
+        does: against the gauges of every other group)."""
+        if not any(k != key for k in self._groups):
+            return
+        for fam in families:
+            if fam.name in _RESERVED and fam.samples and fam.type is not MetricType.GAUGE:
+                raise PushError(f"{_INVALID}collected metric {fam.name!r} of other groups is a gauge, not {fam.type.value}")
+
     def _check(self, key: str, families: dict[str, MetricFamily]) -> None:
         """Pushgateway's consistency check of a group's new content against all other groups."""
 
@@ -563,6 +572,7 @@ class PushSource:
             try:
                 if isinstance(families, Exception):
                     raise families
+                self._check_reserved(key, families)
                 current, backfill = normalise(families, grouping, accept_timestamps=self.accept_timestamps)
                 new_families = dict(current) if replace or old is None else {**old.families, **current}
                 self._check(key, new_families)

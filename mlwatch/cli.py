@@ -51,8 +51,8 @@ def handle_errors(fn: F) -> F:
         except ConfigError as exc:
             if debug:
                 raise
-            for problem in exc.problems or [str(exc)]:
-                click.echo(f"{problem}", err=True)
+            for line in [str(p) for p in exc.problems] or [str(exc)]:
+                click.echo(line, err=True)
             sys.exit(2)
         except MlwatchError as exc:
             if debug:

@@ -286,7 +286,7 @@ def decode_chunk(data: bytes) -> tuple[I64, I64]:
     return ts, bits
 
 
-def split_chunks(ts: I64, bits: I64, budget: int = CHUNK_BUDGET) -> list[tuple[I64, I64, bytes]]:
+def split_chunks(ts: I64, bits: I64, budget: int | None = None) -> list[tuple[I64, I64, bytes]]:
     """Encode a sorted, unique run of samples as chunks of at most ``budget`` bytes each.
 
     Chunk boundaries fall on block boundaries; sizes are estimated from the whole run's block
@@ -295,6 +295,7 @@ def split_chunks(ts: I64, bits: I64, budget: int = CHUNK_BUDGET) -> list[tuple[I
     n = len(ts)
     if n == 0:
         return []
+    budget = CHUNK_BUDGET if budget is None else budget
     vals = bits.view(np.float64)
     v = _value_streams(vals, bits)
     tw = _bit_length(_block_or(_ts_stream(ts)))

@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlwatch.storage.chunks import CHUNK_BUDGET, decode_chunk, split_chunks
+from mlwatch.storage import chunks as _chunks
+from mlwatch.storage.chunks import decode_chunk, split_chunks
 from mlwatch.storage.head import I64, merge
 
-# A chunk smaller than this is "open": the next flush of its series re-encodes it with the new
-# samples, so that slow series still end up with page-sized chunks.
-OPEN_LIMIT = CHUNK_BUDGET * 3 // 4
+
+
+def open_limit() -> int:
+    """A chunk smaller than this is "open": the next flush of its series re-encodes it with the new
+    samples, so that slow series still end up with page-sized chunks."""
+    return _chunks.CHUNK_BUDGET * 3 // 4
+
 
 _OVERLAP = (
     "SELECT id, data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts <= ? ORDER BY min_ts"
@@ -66,7 +71,7 @@ def compact_series(
     merged_old = bool(rows)
     if not rows and flush:
         tail = conn.execute(_TAIL, (sid, tmin)).fetchone()
-        if tail is not None and tail[1] < OPEN_LIMIT:
+        if tail is not None and tail[1] < open_limit():
             rows = [(tail[0], tail[2])]
     if rows:
         old_ts, old_bits = decode_rows([r[1] for r in rows])
@@ -74,7 +79,7 @@ def compact_series(
         out.deletes.extend((r[0],) for r in rows)
     encoded = split_chunks(ts, bits)
     carry_ts, carry_bits = ts[:0], bits[:0]
-    if not flush and not merged_old and len(encoded[-1][2]) < OPEN_LIMIT:
+    if not flush and not merged_old and len(encoded[-1][2]) < open_limit():
         carry_ts, carry_bits, _ = encoded.pop()
     for cts, cbits, data in encoded:
         out.inserts.append((sid, int(cts[0]), int(cts[-1]), len(cts), int(cbits[-1]), data))

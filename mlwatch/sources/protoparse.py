@@ -180,27 +180,39 @@ def encode_delimited(families: list[Any]) -> bytes:
     return bytes(out)
 
 
-def _labels(metric: Any) -> dict[str, str]:
+def _text(value: str | bytes, what: str, index: int) -> str:
+    # proto2 strings are not UTF-8-checked on decode: the runtime hands out bytes instead.
+    if isinstance(value, bytes):
+        raise ParseError(f"message {index}: {what} is not valid UTF-8")
+    return value
+
+
+def _labels(metric: Any, index: int) -> dict[str, str]:
     labels: dict[str, str] = {}
     for lp in metric.label:
-        if lp.name in labels:
-            raise ParseError(f"duplicate label name {lp.name!r}")
-        labels[lp.name] = lp.value
+        name = _text(lp.name, "a label name", index)
+        if name in labels:
+            raise ParseError(f"message {index}: duplicate label name {name!r}")
+        labels[name] = _text(lp.value, f"the value of label {name!r}", index)
     return labels
 
 
 def _convert(pb: Any, index: int) -> MetricFamily:
-    name = pb.name
+    name = _text(pb.name, "the metric family name", index)
     if pb.type not in _TYPE_OF:
         raise ParseError(f"message {index}: metric family {name!r} has unsupported type {pb.type}")
     typ = _TYPE_OF[pb.type]
-    fam = MetricFamily(name, typ, pb.help if pb.HasField("help") else None, pb.unit)
+    help_ = _text(pb.help, "the help text", index) if pb.HasField("help") else None
+    fam = MetricFamily(name, typ, help_, _text(pb.unit, "the unit", index))
     field = _FIELD_OF[typ]
     out = fam.samples
     for m in pb.metric:
         if not m.HasField(field):
             raise ParseError(f"message {index}: a metric of family {name!r} has no {field} value (is not a {typ.name})")
-        labels = _labels(m)
+        labels = _labels(m, index)
+        special = "le" if typ is MetricType.HISTOGRAM else "quantile" if typ is MetricType.SUMMARY else ""
+        if special in labels:
+            raise ParseError(f"message {index}: a metric of {typ.value} {name!r} must not have an explicit {special!r} label")
         ts = m.timestamp_ms if m.HasField("timestamp_ms") else None
         if typ is MetricType.HISTOGRAM:
             h = m.histogram

@@ -83,15 +83,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The daemon imported PushService from here before it moved to the server layer
-    # (mlwatch.server.push); resolved lazily so this module never imports upward at load time.
-    if name == "PushService":
-        from mlwatch.server.push import PushService
-
-        return PushService
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 PUSH_TIME = "push_time_seconds"
 PUSH_FAILURE_TIME = "push_failure_time_seconds"
 PUSH_TIME_HELP = "Last Unix time when changing this group in the Pushgateway succeeded."

@@ -200,7 +200,18 @@ def test_decompression_bomb_is_bounded() -> None:
         gunzip_bounded(bomb, 1 << 20)
 
 
-@pytest.mark.parametrize("data", [b"not gzip", gzip.compress(b"x 1\n")[:-6], b""])
+@pytest.mark.parametrize("data", [b"not gzip", gzip.compress(b"x 1\n", mtime=0)[:-6], b""],
+                         ids=["not-gzip", "truncated", "empty"])
 def test_bad_gzip(data: bytes) -> None:
     with pytest.raises(ParseError):
         gunzip_bounded(data, 1000)
+
+
+def test_invalid_utf8_strings() -> None:
+    g = family("g", 1)
+    m = g.metric.add()
+    m.label.add(name="k", value="v")
+    m.gauge.value = 1
+    body = encode_delimited([g]).replace(b"\x01v", b"\x01\xff")
+    with pytest.raises(ParseError, match="the value of label 'k' is not valid UTF-8"):
+        parse_protobuf(body)

@@ -38,6 +38,9 @@ PAGE_SIZE = 8192  # fixed by migration 0001
 CHUNK_BUDGET = PAGE_SIZE - 35 - 64
 MAX_SCALE = 15
 MAX_SAMPLES = 64 * BLOCK  # per chunk: bounds the work of reading a short range of a dull series
+# A chunk spans at most this long (from its first block's start; retention deletes whole chunks, so
+# this bounds how long data outlives its retention), unless one block already spans longer.
+MAX_SPAN_MS = 86400_000
 
 MODE_XOR, MODE_DEC_DELTA, MODE_DEC_DOD = 0, 1, 2
 _HDR = struct.Struct("<BBBBIIqqqq")  # version, mode, scale, pad, n, n_exc, t0, d0, v0, v1
@@ -305,13 +308,15 @@ def split_chunks(ts: I64, bits: I64, budget: int | None = None) -> list[tuple[I6
     if len(v.exc_pos):
         per_block += 12 * np.bincount(v.exc_pos // BLOCK, minlength=len(lens))
     csum = np.concatenate([[0], np.cumsum(per_block)])
+    block_t0 = ts[::BLOCK]
     room = budget - _HDR.size
     out: list[tuple[I64, I64, bytes]] = []
     b = 0
     nb = len(lens)
     while b < nb:
         e = int(np.searchsorted(csum, csum[b] + room, side="right")) - 1
-        e = min(max(e, b + 1), nb, b + MAX_SAMPLES // BLOCK)
+        e_span = int(np.searchsorted(block_t0, block_t0[b] + MAX_SPAN_MS, side="right"))
+        e = min(max(min(e, e_span), b + 1), nb, b + MAX_SAMPLES // BLOCK)
         lo, hi = b * BLOCK, min(e * BLOCK, n)
         out.extend(_encode_fitting(ts[lo:hi], bits[lo:hi], budget))
         b = e

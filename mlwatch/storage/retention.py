@@ -101,6 +101,9 @@ def vacuum(conn: sqlite3.Connection) -> Steps:
         conn.execute(f"PRAGMA incremental_vacuum({min(free, VACUUM_PAGES)})").fetchall()
         done += min(free, VACUUM_PAGES)
         yield
+    # Copy the WAL back without waiting for readers; when it completes, SQLite also truncates the
+    # database file to its page count, so the vacuumed pages leave the file system.
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     return done
 
 

@@ -278,7 +278,7 @@ class Writer:
         raw = self._engine.raw_connection()
         self._conn: sqlite3.Connection = raw.driver_connection  # type: ignore[assignment]
         self._conn.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-        self._conn.execute("PRAGMA journal_size_limit = 67108864")
+        self._conn.execute("PRAGMA journal_size_limit = 16777216")
         try:
             stopping = False
             while not stopping:

@@ -634,10 +634,16 @@ class _TreeReader:
 
     def redact(self, message: str, *paths: _Path) -> str:
         """``message`` with values expanded from the environment (which may hold secrets) shown as written."""
-        for path in {p[:end] for p in paths for end in range(len(p) + 1)}:
-            written, value = self.expanded.get(path, ("", ""))
-            if value:
-                message = message.replace(json.dumps(value), json.dumps(written)).replace(value, written)
+        # The values at these paths, around them (an error about a list quotes its items) and above them.
+        related = [
+            (written, value)
+            for at, (written, value) in self.expanded.items()
+            if value and any(at[: len(p)] == p or p[: len(at)] == at for p in paths)
+        ]
+        for written, value in sorted(related, key=lambda pair: -len(pair[1])):
+            for quote in (json.dumps, repr):
+                message = message.replace(quote(value), quote(written))
+            message = message.replace(value, written)
         return message
 
     def problem(self, path: _Path, message: str, line: int | None = None) -> None:

@@ -125,9 +125,7 @@ def test_listen(listen: str, host: str, port: int) -> None:
     assert (server.host, server.port) == (host, port)
 
 
-@pytest.mark.parametrize(
-    "listen", ["9091", ":9091", "host:", "host:65536", "host:-1", "[::1]", "[zz]:1", "a b:1"]
-)
+@pytest.mark.parametrize("listen", ["9091", ":9091", "host:", "host:65536", "host:-1", "[::1]", "[zz]:1", "a b:1"])
 def test_bad_listen(listen: str) -> None:
     [problem] = problems(f"server: {{listen: '{listen}'}}")
     assert problem.startswith("c.yaml:1: server.listen: invalid")
@@ -156,9 +154,7 @@ def test_var_expansion() -> None:
     cfg = parse_config(
         "server: {listen: '127.0.0.1:${PORT}', basic_auth_users: {p: 'HASH'}}\n"
         "storage: {url: 'sqlite:///${DIR}/m.db', retention: '${RET:-7d}', out_of_order_window: '${EMPTY:-5m}'}\n"
-        "sources: [{name: '${PORT}-api', type: log, labels: {a: '$${PORT}', b: '$PORT'}}]\n".replace(
-            "HASH", HASH
-        ),
+        "sources: [{name: '${PORT}-api', type: log, labels: {a: '$${PORT}', b: '$PORT'}}]\n".replace("HASH", HASH),
         env=env,
     )
     assert cfg.server.port == 9100
@@ -271,9 +267,7 @@ def test_merge_keys_and_anchors() -> None:
 base: &base {interval: 30s, labels: {team: ml}}
 """
     assert problems(text) == ["c.yaml:2: base: unknown key"]
-    cfg = parse_config(
-        "sources:\n  - &s {name: a, type: log, interval: 30s}\n  - {<<: *s, name: b}\n", env={}
-    )
+    cfg = parse_config("sources:\n  - &s {name: a, type: log, interval: 30s}\n  - {<<: *s, name: b}\n", env={})
     assert [(s.name, s.interval) for s in cfg.sources] == [("a", 30_000), ("b", 30_000)]
 
 
@@ -325,9 +319,7 @@ def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     assert load_config(path, {}).evaluation_interval == 60_000
 
 
-def test_load_uses_the_process_environment_by_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_load_uses_the_process_environment_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("evaluation_interval: ${MLW_TEST_EVAL}\n")
     monkeypatch.setenv("MLW_TEST_EVAL", "45s")

@@ -25,7 +25,7 @@ import re
 from mlwatch.errors import ParseError
 from mlwatch.model import FamilySample, MetricFamily, MetricType
 
-__all__ = ["format_float", "go_float", "parse_go_float", "parse_text"]
+__all__ = ["TextParser", "format_float", "go_float", "parse_go_float", "parse_text"]
 
 _B = "[ \\t]"
 _NAME = "[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -203,6 +203,122 @@ def _diagnose(line: str, lineno: int) -> ParseError:
     return ParseError(f"cannot parse sample line {line[:60]!r}", lineno)
 
 
+_RAW_NAME_RE = re.compile(f"[ \t]*({_NAME})[ \t]*")
+_FIRST_SEP_RE = re.compile(f"[ \t]*({_LNAME})[ \t]*=[ \t]*")
+_NEXT_SEP_RE = re.compile(f"[ \t]*,[ \t]*({_LNAME})[ \t]*=[ \t]*")
+_SPECIAL_VALUES = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf, "Inf": math.inf}
+_INF = (math.inf, -math.inf)
+
+
+class _FastPath:
+    """Sample lines in the usual layout, parsed with string methods and caches.
+
+    ``sample(line)`` returns ``(name, labels, value, timestamp)`` or None when the line is not in
+    the plain layout (escapes, tabs, odd spacing, errors): the regular expression path then
+    decides. What it accepts is a subset of what that path accepts, with equal results.
+
+    The series part of a line (everything before the value) is cached with its parsed name and
+    labels, like Prometheus' scrape cache: a parser reused for the next body of the same source
+    only splits off and converts the values. Cached label dicts are shared between the samples
+    that return them: treat them as read-only.
+    """
+
+    __slots__ = ("first", "limit", "names", "next", "series")
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.limit = limit
+        self.series: dict[str, tuple[str, dict[str, str]]] = {}  # text before the value -> name, labels
+        self.names: dict[str, str] = {}  # text before "{" -> metric name
+        self.first: dict[str, str] = {}  # text before a first label value -> label name
+        self.next: dict[str, str] = {}  # text between a value and the next one -> label name
+
+    @staticmethod
+    def _learn(cache: dict[str, str], regex: re.Pattern[str], text: str) -> str | None:
+        m = regex.fullmatch(text)
+        if m is None:
+            return None
+        cache[text] = m.group(1)
+        return m.group(1)
+
+    def _series(self, prefix: str) -> tuple[str, dict[str, str]] | None:
+        brace = prefix.find("{")
+        if brace >= 0 and prefix[-1] != "}":
+            return None
+        raw = prefix if brace < 0 else prefix[:brace]
+        name = self.names.get(raw) or self._learn(self.names, _RAW_NAME_RE, raw)
+        if name is None:
+            return None
+        labels: dict[str, str] = {}
+        if brace >= 0:
+            blob = prefix[brace + 1 : -1]
+            if "\\" in blob:
+                return None
+            parts = blob.split('"')  # without escapes, values hold no quotes
+            n = len(parts)
+            if n == 1:
+                if blob.strip(" \t"):
+                    return None
+            else:
+                if not n & 1 or parts[-1].strip(" \t") not in ("", ","):
+                    return None
+                key = self.first.get(parts[0]) or self._learn(self.first, _FIRST_SEP_RE, parts[0])
+                if key is None:
+                    return None
+                labels[key] = parts[1]
+                nxt = self.next
+                for i in range(2, n - 1, 2):
+                    sep = parts[i]
+                    key = nxt.get(sep) or self._learn(nxt, _NEXT_SEP_RE, sep)
+                    if key is None:
+                        return None
+                    labels[key] = parts[i + 1]
+                if len(labels) != n >> 1 or "__name__" in labels:
+                    return None
+        if len(self.series) >= self.limit:
+            self.series.clear()
+        hit = self.series[prefix] = (name, labels)
+        return hit
+
+    def sample(self, line: str) -> tuple[str, dict[str, str], float, int | None] | None:
+        close = line.rfind("}")
+        if close >= 0:
+            cut = close + 1
+        else:
+            cut = line.find(" ")
+            if cut <= 0:
+                return None
+        prefix = line[:cut]
+        hit = self.series.get(prefix) or self._series(prefix)
+        if hit is None:
+            return None
+        rest = line[cut:]
+        if rest[:1] != " ":
+            return None
+        space = rest.find(" ", 1)
+        ts: int | None = None
+        if space < 0:
+            v = rest[1:]
+        else:
+            v = rest[1:space]
+            t = rest[space + 1 :]
+            digits = t[1:] if t[:1] == "-" else t
+            if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
+                return None
+            ts = int(t)
+        if not v or v.strip("0123456789.eE+-"):
+            value = _SPECIAL_VALUES.get(v)
+            if value is None:
+                return None
+        else:
+            try:
+                value = float(v)
+            except ValueError:
+                return None
+            if value in _INF:
+                return None
+        return hit[0], hit[1], value, ts
+
+
 class _State:
     __slots__ = ("families", "typed")
 
@@ -273,6 +389,25 @@ def parse_text(data: bytes | str) -> list[MetricFamily]:
     Raises :class:`ParseError` (with the 1-based line) for anything Pushgateway would refuse to
     parse. Families without samples (a lone HELP or TYPE line) are returned too.
     """
+    return TextParser().parse(data)
+
+
+class TextParser:
+    """A parser to reuse for successive bodies of one source (a scrape target): it caches the
+    series part of each line, so later bodies cost little more than their values.
+
+    Label dicts of samples may be shared between samples of successive bodies: read-only.
+    """
+
+    def __init__(self, cache_limit: int = 1_000_000) -> None:
+        self._fast = _FastPath(cache_limit)
+
+    def parse(self, data: bytes | str) -> list[MetricFamily]:
+        """As :func:`parse_text`."""
+        return _parse(data, self._fast)
+
+
+def _parse(data: bytes | str, fast: _FastPath) -> list[MetricFamily]:
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
@@ -290,32 +425,42 @@ def parse_text(data: bytes | str) -> list[MetricFamily]:
     families = state.families
     typed = state.typed
     match = _SAMPLE_RE.fullmatch
+    fast_sample = fast.sample
     histogram = MetricType.HISTOGRAM
     summary = MetricType.SUMMARY
     cur_name = ""
     cur_fam: MetricFamily | None = None
     for lineno, line in enumerate(lines, 1):
-        m = match(line)
-        if m is None:
-            s = line.lstrip(" \t")
-            if not s:
-                continue
-            if s[0] == "#":
-                _comment(state, line, lineno)
-                cur_name = ""
-                continue
-            raise _diagnose(line, lineno)
-        name, blob, value_s, ts_s = m.groups()
+        quick = fast_sample(line) if line and line[0] != "#" else None
+        if quick is not None:
+            name, labels, value, ts = quick
+        else:
+            m = match(line)
+            if m is None:
+                s = line.lstrip(" \t")
+                if not s:
+                    continue
+                if s[0] == "#":
+                    _comment(state, line, lineno)
+                    cur_name = ""
+                    continue
+                raise _diagnose(line, lineno)
+            name, blob, value_s, ts_s = m.groups()
+            labels = _parse_labels(blob, name, lineno) if blob else {}
+            value = float(value_s)
+            if value in (math.inf, -math.inf) and "n" not in value_s and "N" not in value_s:
+                raise ParseError(f"expected float as value, got {value_s!r} (out of range)", lineno)
+            ts = None
+            if ts_s is not None:
+                ts = int(ts_s)
+                if not -(2**63) <= ts < 2**63:
+                    raise ParseError(f"expected integer as timestamp, got {ts_s!r} (out of range)", lineno)
         if name != cur_name:
             cur_fam = _family_for(state, name)
             cur_name = name
             if cur_fam.name not in typed:
                 typed.add(cur_fam.name)
         assert cur_fam is not None
-        labels = _parse_labels(blob, name, lineno) if blob else {}
-        value = float(value_s)
-        if value in (math.inf, -math.inf) and "n" not in value_s and "N" not in value_s:
-            raise ParseError(f"expected float as value, got {value_s!r} (out of range)", lineno)
         if labels:
             # expfmt treats le (quantile) on any sample of a histogram (summary) as its bucket
             # bound (quantile), which must be a float.
@@ -324,11 +469,6 @@ def parse_text(data: bytes | str) -> list[MetricFamily]:
                 _check_float_label(labels["le"], "le", lineno)
             elif typ is summary and "quantile" in labels:
                 _check_float_label(labels["quantile"], "quantile", lineno)
-        ts: int | None = None
-        if ts_s is not None:
-            ts = int(ts_s)
-            if not -(2**63) <= ts < 2**63:
-                raise ParseError(f"expected integer as timestamp, got {ts_s!r} (out of range)", lineno)
         cur_fam.samples.append(FamilySample(name, labels, value, ts))
     if last.strip(" \t"):
         raise ParseError("unexpected end of input stream", len(lines))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlwatch.errors import ParseError
 from mlwatch.model import MetricType
-from mlwatch.sources.textparse import format_float, go_float, parse_go_float, parse_text
+from mlwatch.sources.textparse import TextParser, format_float, go_float, parse_go_float, parse_text
 
 
 def samples(text: str | bytes) -> list[tuple[str, str, dict[str, str], float, int | None]]:
@@ -94,6 +95,22 @@ REJECTED = {
     "x\n": (1, "expected float as value, got ''"),
     "ok 1\nx \n": (2, "expected float as value"),
     "# HELP 1x a\n": (1, "invalid metric name"),
+    # Shapes near the fast path's layout.
+    "bad{ 1\n": (1, "label"),
+    'x{a="1" 1\n': (1, ""),
+    'x{a="1"}} 1\n': (1, ""),
+    "x} 1\n": (1, ""),
+    '{a="1"} 1\n': (1, "invalid metric name"),
+    'x{a="1"}{b="2"} 1\n': (1, ""),
+    'x{"1"} 1\n': (1, "invalid label name"),
+    'x{a=""1"} 1\n': (1, ""),
+    'x{a="1",,b="2"} 1\n': (1, "invalid label name"),
+    "x{,} 1\n": (1, "invalid label name"),
+    'x{a="1"}, 1\n': (1, "expected float as value"),
+    "x 1 1 \n": (1, "spurious string"),
+    "x 1 -\n": (1, "expected integer as timestamp"),
+    "x 1 ١٢\n": (1, "expected integer as timestamp"),
+    "x ١\n": (1, "expected float as value"),
 }
 
 
@@ -287,3 +304,41 @@ def test_mutated_valid_bodies_only_raise_parse_error(body: str, data: st.DataObj
         parse_text(body[:pos] + insert + body[pos + cut:])
     except ParseError:
         pass
+
+
+def test_reused_parser_gives_the_same_result() -> None:
+    parser = TextParser()
+    body = '# TYPE m gauge\nm{a="1",b="x y"} 1\nm{a="2"} 2 1700000000000\nn 3\nm {a="3"} NaN\n'
+    first = parser.parse(body)
+    again = parser.parse(body.replace(" 1\n", " 5\n"))
+    assert [(s.name, s.labels, s.value, s.timestamp_ms) for f in again for s in f.samples][1:] == [
+        (s.name, s.labels, s.value, s.timestamp_ms) for f in first for s in f.samples
+    ][1:]
+    assert again[0].samples[0].value == 5.0
+    with pytest.raises(ParseError):
+        parser.parse('m{a="1",b="x y"} 1x\n')
+
+
+_line_alphabet = st.sampled_from(list('xa_{}"=, \t\\#+-.019eEN') + ["Inf", "NaN", "le", "__name__"])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(_body() | st.lists(_line_alphabet, max_size=30).map(lambda t: "x" + "".join(t) + "\n"))
+def test_fast_path_agrees_with_the_regex_path(body: str) -> None:
+    from mlwatch.sources import textparse
+
+    class RegexOnly(textparse._FastPath):
+        def sample(self, line: str) -> None:
+            return None
+
+    def flat(fams: list[object]) -> list[object]:
+        return [(f.name, f.type, f.help, [(s.name, s.labels, repr(s.value), s.timestamp_ms) for s in f.samples])
+                for f in fams]  # type: ignore[attr-defined]
+
+    def outcome(parse: Callable[[], list[object]]) -> object:
+        try:
+            return flat(parse())
+        except ParseError as exc:
+            return ("error", exc.line)
+
+    assert outcome(lambda: parse_text(body)) == outcome(lambda: textparse._parse(body, RegexOnly()))  # type: ignore[arg-type]

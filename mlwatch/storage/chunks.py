@@ -62,6 +62,8 @@ def _unzigzag(u: U64) -> I64:
 
 
 def _bit_length(u: U64) -> npt.NDArray[np.int64]:
+    if len(u) <= 64:  # per-block widths: a handful of entries, where numpy's call overhead dominates
+        return np.array([x.bit_length() for x in u.tolist()], np.int64)
     x = u.copy()
     n = np.zeros(len(u), np.int64)
     for s in (32, 16, 8, 4, 2, 1):
@@ -184,9 +186,14 @@ def _xor_values(bits: I64) -> _Values:
     return _Values(MODE_XOR, 0, x, shifts, widths, int(bits[0]), 0, np.zeros(0, np.uint32), np.zeros(0, np.int64))
 
 
-def _value_streams(vals: F64, bits: I64) -> _Values:
+_AUTO = -1
+
+
+def _value_streams(vals: F64, bits: I64, scale: int | None = _AUTO) -> _Values:
+    """The value stream; ``scale`` is the decimal scale to try (None: XOR; _AUTO: choose)."""
     n = len(vals)
-    scale = _choose_scale(vals, bits)
+    if scale == _AUTO:
+        scale = _choose_scale(vals, bits)
     if scale is not None:
         mi, ok = _decimal(vals, bits, scale)
         n_exc = n - int(ok.sum())
@@ -215,13 +222,16 @@ def _value_streams(vals: F64, bits: I64) -> _Values:
 # ---------------------------------------------------------------- chunks
 
 
-def encode_chunk(ts: I64, bits: I64) -> bytes:
-    """One chunk of sorted, unique timestamps ``ts`` and IEEE-754 bit patterns ``bits``."""
+def encode_chunk(ts: I64, bits: I64, scale: int | None = _AUTO) -> bytes:
+    """One chunk of sorted, unique timestamps ``ts`` and IEEE-754 bit patterns ``bits``.
+
+    ``scale``: the decimal scale to try (as chosen by :func:`plan_chunks`); by default it is chosen here.
+    """
     n = len(ts)
     if n == 0:
         raise ValueError("empty chunk")
     vals = bits.view(np.float64)
-    v = _value_streams(vals, bits)
+    v = _value_streams(vals, bits, scale)
     tstream = _ts_stream(ts)
     twidths = _bit_length(_block_or(tstream))
     d0 = int(ts[1]) - int(ts[0]) if n > 1 else 0
@@ -289,15 +299,21 @@ def decode_chunk(data: bytes) -> tuple[I64, I64]:
     return ts, bits
 
 
-def split_chunks(ts: I64, bits: I64, budget: int | None = None) -> list[tuple[I64, I64, bytes]]:
-    """Encode a sorted, unique run of samples as chunks of at most ``budget`` bytes each.
+@dataclass(frozen=True, slots=True)
+class ChunkPlan:
+    """Where a run of samples is cut into chunks, and the decimal scale to encode them with."""
 
-    Chunk boundaries fall on block boundaries; sizes are estimated from the whole run's block
-    widths (an upper bound for each chunk), then checked on the real encoding.
+    bounds: list[tuple[int, int, int]]  # (start, end, estimated bytes) per chunk
+    scale: int | None
+
+
+def plan_chunks(ts: I64, bits: I64, budget: int | None = None) -> ChunkPlan:
+    """Cut a sorted, unique run of samples into chunks of at most ``budget`` bytes (estimated).
+
+    Boundaries fall on block boundaries; sizes are estimated from the whole run's block widths,
+    an upper bound for each chunk except in rare exception patterns (:func:`encode_run` checks).
     """
     n = len(ts)
-    if n == 0:
-        return []
     budget = CHUNK_BUDGET if budget is None else budget
     vals = bits.view(np.float64)
     v = _value_streams(vals, bits)
@@ -310,22 +326,34 @@ def split_chunks(ts: I64, bits: I64, budget: int | None = None) -> list[tuple[I6
     csum = np.concatenate([[0], np.cumsum(per_block)])
     block_t0 = ts[::BLOCK]
     room = budget - _HDR.size
-    out: list[tuple[I64, I64, bytes]] = []
+    bounds = []
     b = 0
     nb = len(lens)
     while b < nb:
         e = int(np.searchsorted(csum, csum[b] + room, side="right")) - 1
         e_span = int(np.searchsorted(block_t0, block_t0[b] + MAX_SPAN_MS, side="right"))
         e = min(max(min(e, e_span), b + 1), nb, b + MAX_SAMPLES // BLOCK)
-        lo, hi = b * BLOCK, min(e * BLOCK, n)
-        out.extend(_encode_fitting(ts[lo:hi], bits[lo:hi], budget))
+        bounds.append((b * BLOCK, min(e * BLOCK, n), int(csum[e] - csum[b]) + _HDR.size))
         b = e
-    return out
+    return ChunkPlan(bounds, None if v.mode == MODE_XOR else v.scale)
 
 
-def _encode_fitting(ts: I64, bits: I64, budget: int) -> list[tuple[I64, I64, bytes]]:
-    data = encode_chunk(ts, bits)
+def encode_run(ts: I64, bits: I64, scale: int | None, budget: int | None = None) -> list[tuple[I64, I64, bytes]]:
+    """Encode one planned chunk; split further in the rare case it comes out over budget."""
+    budget = CHUNK_BUDGET if budget is None else budget
+    data = encode_chunk(ts, bits, scale)
     if len(data) <= budget or len(ts) <= BLOCK:
         return [(ts, bits, data)]
     half = max(BLOCK, (len(ts) // 2) // BLOCK * BLOCK)
-    return _encode_fitting(ts[:half], bits[:half], budget) + _encode_fitting(ts[half:], bits[half:], budget)
+    return encode_run(ts[:half], bits[:half], scale, budget) + encode_run(ts[half:], bits[half:], scale, budget)
+
+
+def split_chunks(ts: I64, bits: I64, budget: int | None = None) -> list[tuple[I64, I64, bytes]]:
+    """Encode a sorted, unique run of samples as chunks of at most ``budget`` bytes each."""
+    if len(ts) == 0:
+        return []
+    plan = plan_chunks(ts, bits, budget)
+    out: list[tuple[I64, I64, bytes]] = []
+    for lo, hi, _ in plan.bounds:
+        out.extend(encode_run(ts[lo:hi], bits[lo:hi], plan.scale, budget))
+    return out

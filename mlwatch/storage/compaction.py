@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlwatch.storage import chunks as _chunks
-from mlwatch.storage.chunks import decode_chunk, split_chunks
+from mlwatch.storage.chunks import decode_chunk, encode_run, plan_chunks
 from mlwatch.storage.head import I64, merge
 
 
@@ -77,11 +77,13 @@ def compact_series(
         old_ts, old_bits = decode_rows([r[1] for r in rows])
         ts, bits = merge(old_ts, old_bits, ts, bits)
         out.deletes.extend((r[0],) for r in rows)
-    encoded = split_chunks(ts, bits)
+    plan = plan_chunks(ts, bits)
     carry_ts, carry_bits = ts[:0], bits[:0]
-    if not flush and not merged_old and len(encoded[-1][2]) < open_limit():
-        carry_ts, carry_bits, _ = encoded.pop()
-    for cts, cbits, data in encoded:
-        out.inserts.append((sid, int(cts[0]), int(cts[-1]), len(cts), int(cbits[-1]), data))
-        out.samples += len(cts)
+    if not flush and not merged_old and plan.bounds[-1][2] < open_limit():
+        lo, _, _ = plan.bounds.pop()
+        carry_ts, carry_bits = ts[lo:], bits[lo:]
+    for lo, hi, _ in plan.bounds:
+        for cts, cbits, data in encode_run(ts[lo:hi], bits[lo:hi], plan.scale):
+            out.inserts.append((sid, int(cts[0]), int(cts[-1]), len(cts), int(cbits[-1]), data))
+            out.samples += len(cts)
     return carry_ts, carry_bits

@@ -331,7 +331,8 @@ def plan_chunks(ts: I64, bits: I64, budget: int | None = None) -> ChunkPlan:
     nb = len(lens)
     while b < nb:
         e = int(np.searchsorted(csum, csum[b] + room, side="right")) - 1
-        e_span = int(np.searchsorted(block_t0, block_t0[b] + MAX_SPAN_MS, side="right"))
+        span_end = min(int(block_t0[b]) + MAX_SPAN_MS, 2**63 - 1)
+        e_span = int(np.searchsorted(block_t0, span_end, side="right"))
         e = min(max(min(e, e_span), b + 1), nb, b + MAX_SAMPLES // BLOCK)
         bounds.append((b * BLOCK, min(e * BLOCK, n), int(csum[e] - csum[b]) + _HDR.size))
         b = e

@@ -21,15 +21,19 @@ from mlwatch.storage.head import I64, merge
 
 
 def open_limit() -> int:
-    """A chunk smaller than this is "open": the next flush of its series re-encodes it with the new
-    samples, so that slow series still end up with page-sized chunks."""
-    return _chunks.CHUNK_BUDGET * 3 // 4
+    """A chunk smaller than this is "open" (unless it is full by sample count or time span): the
+    next flush of its series re-encodes it with the new samples, so that slow series still end up
+    with page-sized chunks."""
+    return _chunks.CHUNK_BUDGET - 512
 
 
 _OVERLAP = (
     "SELECT id, data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts <= ? ORDER BY min_ts"
 )
-_TAIL = "SELECT id, length(data), data FROM chunks WHERE series_id = ? AND max_ts < ? ORDER BY max_ts DESC LIMIT 1"
+_TAIL = (
+    "SELECT id, length(data), n, max_ts - min_ts, data FROM chunks WHERE series_id = ? AND max_ts < ? "
+    "ORDER BY max_ts DESC LIMIT 1"
+)
 _INSERT = "INSERT INTO chunks (series_id, min_ts, max_ts, n, last_value, data) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -45,6 +49,8 @@ class CompactionBatch:
         if self.deletes:
             conn.executemany("DELETE FROM chunks WHERE id = ?", self.deletes)
         if self.inserts:
+            # Big (full) chunks first, then the small ones together, so that small ones share pages.
+            self.inserts.sort(key=lambda r: -len(r[5]))
             conn.executemany(_INSERT, self.inserts)
         self.inserts, self.deletes = [], []
 
@@ -63,7 +69,7 @@ def compact_series(
 ) -> tuple[I64, I64]:
     """Stage chunks for one series' head samples (sorted, unique); return the samples carried over.
 
-    Without ``flush``, the last, partly filled chunk is not written: its samples stay in the head
+    Without ``flush``, the last (partly filled) chunk is not written: its samples stay in the head
     (carried into a new log record) until enough arrive to fill a page.
     """
     tmin, tmax = int(ts[0]), int(ts[-1])
@@ -71,15 +77,20 @@ def compact_series(
     merged_old = bool(rows)
     if not rows and flush:
         tail = conn.execute(_TAIL, (sid, tmin)).fetchone()
-        if tail is not None and tail[1] < open_limit():
-            rows = [(tail[0], tail[2])]
+        if (
+            tail is not None
+            and tail[1] < open_limit()
+            and tail[2] < _chunks.MAX_SAMPLES
+            and tail[3] < _chunks.MAX_SPAN_MS * 0.9
+        ):
+            rows = [(tail[0], tail[4])]
     if rows:
         old_ts, old_bits = decode_rows([r[1] for r in rows])
         ts, bits = merge(old_ts, old_bits, ts, bits)
         out.deletes.extend((r[0],) for r in rows)
     plan = plan_chunks(ts, bits)
     carry_ts, carry_bits = ts[:0], bits[:0]
-    if not flush and not merged_old and plan.bounds[-1][2] < open_limit():
+    if not flush and not merged_old:  # the last chunk of a plan is the partly filled one
         lo, _, _ = plan.bounds.pop()
         carry_ts, carry_bits = ts[lo:], bits[lo:]
     for lo, hi, _ in plan.bounds:

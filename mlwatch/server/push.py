@@ -44,7 +44,7 @@ from mlwatch.errors import ParseError, PushError, StorageUnavailable
 from mlwatch.model import MetricFamily, format_duration_ms, parse_duration_ms
 from mlwatch.sources.protoparse import BodyTooLarge, gunzip_bounded, is_protobuf, parse_protobuf
 from mlwatch.sources.push import GroupNotFound, PushSource, parse_grouping_path, rfc3339
-from mlwatch.sources.textparse import parse_text
+from mlwatch.sources.textparse import TextParser
 from mlwatch.storage.writer import PushGroupRecord, SeriesLimitExceeded, Writer
 
 __all__ = ["PushService"]
@@ -80,6 +80,8 @@ class PushService(Collector):
         self.max_body_bytes = max_body_bytes
         self._clock = clock
         self._started = clock()
+        # Pushers send the same series over and over: one parser keeps their parsed form (bounded).
+        self._text = TextParser(cache_limit=100_000)
 
     # ---------------------------------------------------------------- lifecycle
     def restore(self, records: list[PushGroupRecord]) -> None:
@@ -193,7 +195,7 @@ class PushService(Collector):
             return web.Response(status=400, text=f"{exc.message}\n")
         families: list[MetricFamily] | Exception
         try:
-            families = parse_protobuf(body) if protobuf else parse_text(body)
+            families = parse_protobuf(body) if protobuf else self._text.parse(body)
         except ParseError as exc:
             families = ParseError(_describe(exc, protobuf))
         try:

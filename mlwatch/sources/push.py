@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -176,12 +175,12 @@ def _complex(fam: MetricFamily, grouping: dict[str, str]) -> MetricFamily:
     hist = fam.type is MetricType.HISTOGRAM
     special = "le" if hist else "quantile"
     name = fam.name
-    series: dict[tuple[tuple[str, str], ...], _Series] = {}
+    series: dict[frozenset[tuple[str, str]], _Series] = {}
     for s in fam.samples:
         labels = {k: v for k, v in s.labels.items() if k != special}
         labels.update(grouping)
         labels.setdefault("instance", "")
-        sig = tuple(sorted(labels.items()))
+        sig = frozenset(labels.items())
         cur = series.get(sig)
         if cur is None:
             cur = series[sig] = _Series(labels)
@@ -243,12 +242,12 @@ def normalise(
             fam = _complex(fam, grouping)
         else:
             samples = []
-            seen: set[tuple[tuple[str, str], ...]] = set()
+            seen: set[frozenset[tuple[str, str]]] = set()
             for s in fam.samples:
                 labels = dict(s.labels)
                 labels.update(grouping)
                 labels.setdefault("instance", "")
-                sig = tuple(sorted(labels.items()))
+                sig = frozenset(labels.items())
                 if sig in seen:
                     raise PushError(
                         f"{_INVALID}collected metric {fam.name!r} {_fmt_labels(labels)} was collected before "
@@ -362,6 +361,11 @@ class PushGroup:
     push_time: float = 0.0
     failure_time: float = 0.0
     expires_at: float | None = None
+    # Stored series of each family, computed once per family object (families never change;
+    # a POST shares the untouched ones with the group's previous state).
+    keys_cache: dict[str, tuple[MetricFamily, list[tuple[SeriesKey, float]]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def exposed_labels(self) -> dict[str, str]:
@@ -370,11 +374,24 @@ class PushGroup:
         labels.setdefault("instance", "")
         return labels
 
+    def family_series(self, name: str) -> list[tuple[SeriesKey, float]]:
+        """The stored series of family ``name`` with their current values."""
+        fam = self.families[name]
+        hit = self.keys_cache.get(name)
+        if hit is not None and hit[0] is fam:
+            return hit[1]
+        keys = [(SeriesKey.of(s.name, s.labels), s.value) for s in exposed_samples(fam, ordered=False)]
+        self.keys_cache[name] = (fam, keys)
+        return keys
+
+    def derived_cache(self, families: dict[str, MetricFamily]) -> dict[str, tuple[MetricFamily, list[tuple[SeriesKey, float]]]]:
+        """The part of the series cache still valid for a new state holding ``families``."""
+        return {n: e for n, e in self.keys_cache.items() if families.get(n) is e[0]}
+
     def series(self) -> Iterator[tuple[SeriesKey, float]]:
         """Every stored series of the group with its current value, push_time_seconds included."""
-        for fam in self.families.values():
-            for s in exposed_samples(fam, ordered=False):
-                yield SeriesKey.of(s.name, s.labels), s.value
+        for name in self.families:
+            yield from self.family_series(name)
         yield SeriesKey.of(PUSH_TIME, self.labels), self.push_time
         yield SeriesKey.of(PUSH_FAILURE_TIME, self.labels), self.failure_time
 
@@ -437,10 +454,16 @@ class PushStats:
 class PushSource:
     """The push groups of one daemon, persisted through ``writer``.
 
-    ``put``/``post``/``delete``/``wipe`` return after the change committed; they raise ParseError
-    or PushError (400), GroupNotFound (404), StorageError (StorageUnavailable: retry;
-    SeriesLimitExceeded: refused whole), each leaving memory and storage as they were (a refused
-    push records only the failure time).
+    ``push``/``delete``/``wipe`` return after the change committed; they raise ParseError or
+    PushError (400), StorageError (StorageUnavailable: retry; SeriesLimitExceeded: refused
+    whole). A refused push records only the failure time.
+
+    Changes are pipelined: each is computed from the group's *head* (its newest state, committed
+    or in flight), submitted to the writer at once, and awaited; the writer commits in submission
+    order, so many pushes, even to one group, share a commit. The head only moves inside the
+    synchronous part of a change, so changes never interleave; conflicts are checked against
+    every head. When a write fails, a head that nothing was built on since goes back to the
+    committed state. What ``/metrics`` and the API show is the committed state.
     """
 
     def __init__(
@@ -451,12 +474,15 @@ class PushSource:
         self.accept_timestamps = accept_timestamps
         self.default_ttl_ms = default_ttl_ms
         self._clock = clock
-        self._groups: dict[str, PushGroup] = {}
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # Every group's families as committed or in flight: name -> group key -> type; series -> group.
+        self._groups: dict[str, PushGroup] = {}  # committed
+        self._heads: dict[str, PushGroup] = {}  # newest submitted (committed or in flight)
+        self._seq = 0
+        self._head_seq: dict[str, int] = {}
+        self._committed_seq: dict[str, int] = {}
+        # Every head's families: name -> group key -> type; series -> group key.
         self._types: dict[str, dict[str, MetricType]] = {}
         self._series_owner: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-        self._indexed: dict[str, dict[str, MetricFamily]] = {}
+        self._indexed: dict[str, PushGroup] = {}
         self.stats = PushStats()
 
     # ---------------------------------------------------------------- state
@@ -465,37 +491,45 @@ class PushSource:
         for rec in records:
             group = PushGroup.from_record(rec)
             self._groups[group.key] = group
-            self._reindex(group.key, group.families)
+            self._set_head(group.key, group, 0)
 
     @property
     def groups(self) -> dict[str, PushGroup]:
+        """The committed groups by key."""
         return self._groups
 
-    def _lock(self, key: str) -> asyncio.Lock:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[key] = lock
-        return lock
+    def _set_head(self, key: str, group: PushGroup | None, seq: int) -> None:
+        if group is None:
+            self._heads.pop(key, None)
+        else:
+            self._heads[key] = group
+        self._head_seq[key] = seq
+        self._reindex(key, group)
 
-    def _reindex(self, key: str, families: dict[str, MetricFamily]) -> None:
-        old = self._indexed.pop(key, {})
-        for name, fam in old.items():
-            owners = self._types.get(name)
-            if owners is not None:
-                owners.pop(key, None)
-                if not owners:
-                    del self._types[name]
-            for s in fam.samples:
-                sig = (s.name, tuple(sorted(s.labels.items())))
-                if self._series_owner.get(sig) == key:
-                    del self._series_owner[sig]
-        for name, fam in families.items():
+    def _reindex(self, key: str, group: PushGroup | None) -> None:
+        old = self._indexed.pop(key, None)
+        if old is not None:
+            for name in old.families:
+                owners = self._types.get(name)
+                if owners is not None:
+                    owners.pop(key, None)
+                    if not owners:
+                        del self._types[name]
+                if group is not None and group.families.get(name) is old.families[name]:
+                    continue  # the same series stay with the same owner
+                for sk, _ in old.family_series(name):
+                    if self._series_owner.get(sk) == key:
+                        del self._series_owner[sk]
+        if group is None or not group.families:
+            return
+        owner = self._series_owner
+        for name, fam in group.families.items():
             self._types.setdefault(name, {})[key] = fam.type
-            for s in fam.samples:
-                self._series_owner[(s.name, tuple(sorted(s.labels.items())))] = key
-        if families:
-            self._indexed[key] = families
+            if old is not None and old.families.get(name) is fam:
+                continue
+            for sk, _ in group.family_series(name):
+                owner[sk] = key
+        self._indexed[key] = group
 
     def _type_elsewhere(self, name: str, key: str) -> MetricType | None:
         for owner, typ in self._types.get(name, {}).items():
@@ -512,13 +546,15 @@ class PushSource:
             if fam.name in _RESERVED and fam.samples and fam.type is not MetricType.GAUGE:
                 raise PushError(f"{_INVALID}collected metric {fam.name!r} of other groups is a gauge, not {fam.type.value}")
 
-    def _check(self, key: str, families: dict[str, MetricFamily]) -> None:
+    def _check(self, key: str, group: PushGroup) -> None:
         """Pushgateway's consistency check of a group's new content against all other groups."""
+        families = group.families
 
         def type_of(name: str) -> MetricType | None:
             fam = families.get(name)
             return fam.type if fam is not None else self._type_elsewhere(name, key)
 
+        owner_of = self._series_owner.get
         for name, fam in families.items():
             known = self._type_elsewhere(name, key)
             if known is not None and known is not fam.type:
@@ -529,15 +565,14 @@ class PushSource:
             problem = _suffix_collisions(name, fam.type, type_of)
             if problem:
                 raise PushError(_INVALID + problem)
-            for s in fam.samples:
-                owner = self._series_owner.get((s.name, tuple(sorted(s.labels.items()))))
+            for sk, _ in group.family_series(name):
+                owner = owner_of(sk)
                 if owner is not None and owner != key:
                     raise PushError(
-                        f"{_INVALID}collected metric {s.name!r} {_fmt_labels(s.labels)} was collected before "
-                        "with the same name and label values"
+                        f"{_INVALID}collected metric {sk.canonical()} was collected before with the same name "
+                        "and label values"
                     )
 
-    # ---------------------------------------------------------------- changes
     def _expiry(self, now: float, ttl_ms: int | None) -> float | None:
         ttl = self.default_ttl_ms if ttl_ms is None else ttl_ms
         return now + ttl / 1000 if ttl else None
@@ -557,20 +592,14 @@ class PushSource:
         """
         key = group_key(grouping)
         method = "PUT" if replace else "POST"
-        async with self._lock(key):
-            now = self._clock()
-            old = self._groups.get(key)
-            try:
-                if isinstance(families, Exception):
-                    raise families
-                self._check_reserved(key, families)
-                current, backfill = normalise(families, grouping, accept_timestamps=self.accept_timestamps)
-                new_families = dict(current) if replace or old is None else {**old.families, **current}
-                self._check(key, new_families)
-            except (ParseError, PushError) as exc:
-                await self._record_failure(key, grouping, old, now, ttl_ms)
-                self.stats.count(method, "invalid")
-                raise exc from None
+        now = self._clock()
+        old = self._heads.get(key)
+        try:
+            if isinstance(families, Exception):
+                raise families
+            self._check_reserved(key, families)
+            current, backfill = normalise(families, grouping, accept_timestamps=self.accept_timestamps)
+            new_families = dict(current) if replace or old is None else {**old.families, **current}
             times = {} if replace or old is None else dict(old.family_times)
             for name in current:
                 times[name] = now
@@ -578,87 +607,66 @@ class PushSource:
             times.setdefault(PUSH_FAILURE_TIME, now)
             group = PushGroup(
                 key, dict(grouping), new_families, times, now, old.failure_time if old else 0.0,
-                self._expiry(now, ttl_ms),
+                self._expiry(now, ttl_ms), old.derived_cache(new_families) if old else {},
             )
-            batch = WriteBatch(backfill=bool(backfill))
-            self._add_change(batch, old, group, now)
-            for fam in [*current.values(), *(f for f, _ in backfill)]:
-                batch.meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
-            for fam, s in backfill:
-                batch.samples.append(Sample(SeriesKey.of(s.name, s.labels), s.timestamp_ms or 0, s.value))
-            batch.push_upserts.append(group.record())
-            await self._commit(key, batch, new_families, method)
-            self._groups[key] = group
-            return group
+            self._check(key, group)
+        except (ParseError, PushError) as exc:
+            self.stats.count(method, "invalid")
+            await self._record_failure(key, grouping, old, now, ttl_ms)
+            raise exc from None
+        batch = WriteBatch(backfill=bool(backfill))
+        self._add_change(batch, old, group, now)
+        for fam in [*current.values(), *(f for f, _ in backfill)]:
+            batch.meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
+        for fam, s in backfill:
+            batch.samples.append(Sample(SeriesKey.of(s.name, s.labels), s.timestamp_ms or 0, s.value))
+        batch.push_upserts.append(group.record())
+        await self._write(batch, [(key, group)], method)
+        return group
 
     async def delete(self, grouping: dict[str, str]) -> bool:
         """Remove a group (staleness markers for its series); False if there was none."""
         key = group_key(grouping)
-        async with self._lock(key):
-            old = self._groups.get(key)
-            if old is None:
-                self.stats.count("DELETE", "ok")
-                return False
-            batch = WriteBatch()
-            self._add_change(batch, old, None, self._clock())
-            batch.push_deletes.append(key)
-            await self._commit(key, batch, {}, "DELETE")
-            del self._groups[key]
-            return True
+        old = self._heads.get(key)
+        if old is None:
+            self.stats.count("DELETE", "ok")
+            return False
+        batch = WriteBatch()
+        self._add_change(batch, old, None, self._clock())
+        batch.push_deletes.append(key)
+        await self._write(batch, [(key, None)], "DELETE")
+        return True
 
     async def wipe(self) -> int:
         """Delete every group in one batch; the number deleted."""
-        keys = sorted(self._groups)
-        locks = [self._lock(k) for k in keys]
-        for lock in locks:
-            await lock.acquire()
-        try:
-            now = self._clock()
-            batch = WriteBatch()
-            gone = [g for g in (self._groups.get(k) for k in keys) if g is not None]
-            for g in gone:
-                self._add_change(batch, g, None, now)
-                batch.push_deletes.append(g.key)
-            await self._writer.write(batch)
-            for g in gone:
-                self._reindex(g.key, {})
-                del self._groups[g.key]
-            self.stats.count("WIPE", "ok")
-            return len(gone)
-        finally:
-            for lock in locks:
-                lock.release()
+        now = self._clock()
+        batch = WriteBatch()
+        gone = [self._heads[k] for k in sorted(self._heads)]
+        for g in gone:
+            self._add_change(batch, g, None, now)
+            batch.push_deletes.append(g.key)
+        await self._write(batch, [(g.key, None) for g in gone], None)
+        return len(gone)
 
     async def resample(self) -> None:
         """Write every group's current values at now; retire groups whose TTL has passed."""
         now = self._clock()
         ts = int(now * 1000)
         batch = WriteBatch()
-        expired = [g for g in self._groups.values() if g.expires_at is not None and g.expires_at <= now]
-        for g in self._groups.values():
+        expired = []
+        for g in self._heads.values():
             if g.expires_at is not None and g.expires_at <= now:
-                continue
-            for key, value in g.series():
-                batch.samples.append(Sample(key, ts, value))
-        locks = [self._lock(g.key) for g in expired]
-        for lock in locks:
-            await lock.acquire()
-        try:
-            gone = [g for g in expired if self._groups.get(g.key) is g]
-            for g in gone:
+                expired.append(g)
                 self._add_change(batch, g, None, now)
                 batch.push_deletes.append(g.key)
-            if not batch.samples and not batch.push_deletes:
-                return
-            await self._writer.write(batch)
-            for g in gone:
-                self._reindex(g.key, {})
-                del self._groups[g.key]
-                self.stats.expired_groups += 1
-            self.stats.resamples += 1
-        finally:
-            for lock in locks:
-                lock.release()
+            else:
+                for key, value in g.series():
+                    batch.samples.append(Sample(key, ts, value))
+        if not batch.samples:
+            return
+        await self._write(batch, [(g.key, None) for g in expired], None)
+        self.stats.expired_groups += len(expired)
+        self.stats.resamples += 1
 
     # ---------------------------------------------------------------- helpers
     @staticmethod
@@ -677,17 +685,41 @@ class PushSource:
                 if key not in current:
                     batch.samples.append(Sample(key, ts, STALE_NAN))
 
-    async def _commit(self, key: str, batch: WriteBatch, families: dict[str, MetricFamily], method: str) -> None:
-        """Reserve the group's new content in the index, write, and undo the reservation on failure."""
-        before = self._indexed.get(key, {})
-        self._reindex(key, families)
-        try:
-            await self._writer.write(batch)
-        except BaseException as exc:
-            self._reindex(key, before)
-            self.stats.count(method, _OUTCOMES.get(type(exc).__name__, "error"))
-            raise
-        self.stats.count(method, "ok")
+    async def _write(
+        self, batch: WriteBatch, changes: list[tuple[str, PushGroup | None]], method: str | None
+    ) -> None:
+        """Submit ``batch``, move the heads of ``changes`` now, and settle them once it committed or failed.
+
+        The settling runs as a callback, so it happens even if the awaiting request is cancelled.
+        """
+        self._seq += 1
+        seq = self._seq
+        done = asyncio.wrap_future(self._writer.submit(batch))
+        for key, group in changes:
+            self._set_head(key, group, seq)
+
+        def settle(fut: asyncio.Future[object]) -> None:
+            failed = fut.cancelled() or fut.exception() is not None
+            for key, group in changes:
+                if failed:
+                    if self._head_seq.get(key) == seq:  # nothing was built on this change: undo it
+                        self._set_head(key, self._groups.get(key), self._committed_seq.get(key, 0))
+                elif seq > self._committed_seq.get(key, 0):
+                    self._committed_seq[key] = seq
+                    if group is None:
+                        self._groups.pop(key, None)
+                    else:
+                        self._groups[key] = group
+            if method is None:
+                return
+            if failed:
+                exc = None if fut.cancelled() else fut.exception()
+                self.stats.count(method, _OUTCOMES.get(type(exc).__name__, "error"))
+            else:
+                self.stats.count(method, "ok")
+
+        done.add_done_callback(settle)
+        await asyncio.shield(done)
 
     async def _record_failure(
         self, key: str, grouping: dict[str, str], old: PushGroup | None, now: float, ttl_ms: int | None
@@ -699,16 +731,15 @@ class PushSource:
         else:
             times = dict(old.family_times)
             times[PUSH_FAILURE_TIME] = now
-            group = PushGroup(key, old.labels, old.families, times, old.push_time, now, old.expires_at)
+            group = PushGroup(key, old.labels, old.families, times, old.push_time, now, old.expires_at,
+                              old.keys_cache)
         batch = WriteBatch()
         self._add_change(batch, old, group, now)
         batch.push_upserts.append(group.record())
         try:
-            await self._writer.write(batch)
+            await self._write(batch, [(key, group)], None)
         except Exception as exc:  # noqa: BLE001 - the push's own error is what the client gets
             log.warning("could not record the failed push to %s: %s", key, exc)
-            return
-        self._groups[key] = group
 
     # ---------------------------------------------------------------- views
     def families(self) -> list[MetricFamily]:

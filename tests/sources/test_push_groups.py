@@ -434,3 +434,29 @@ async def test_api_metrics_shape(source: PushSource, clock) -> None:
     assert "help" not in entry["c"]
     assert entry["push_time_seconds"]["metrics"][0]["value"] == "1.7e+09"
     assert entry["push_time_seconds"]["time_stamp"] == "2023-11-14T22:13:20Z"
+
+
+async def test_pushes_to_one_group_share_commits(source: PushSource, writer: Writer, stored) -> None:
+    before = writer.stats.commits
+    await asyncio.gather(*(source.push({"job": "a"}, parse_text(f"x {i}\ny{i} 1\n"), replace=True)
+                           for i in range(50)))
+    assert writer.stats.commits - before < 50
+    assert [round(v) for _, v in stored("x", job="a")][-1] == 49
+    # Each PUT replaced the previous one: y0..y48 ended with a staleness marker, y49 is current.
+    assert is_stale_nan(stored("y0", job="a")[-1][1]) and stored("y49", job="a")[-1][1] == 1.0
+    assert list(source.groups[group_key({"job": "a"})].families) == ["x", "y49"]
+
+
+async def test_failed_write_in_a_pipeline_keeps_later_changes(source: PushSource, writer: Writer) -> None:
+    """A change that fails after another was built on it leaves the head to the later one."""
+    await source.push({"job": "a"}, parse_text("x 1\n"), replace=True)
+    writer.stop()
+    first = asyncio.ensure_future(source.push({"job": "a"}, parse_text("x 2\n"), replace=False))
+    await asyncio.sleep(0)
+    writer.start()
+    second = asyncio.ensure_future(source.push({"job": "a"}, parse_text("y 3\n"), replace=False))
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert isinstance(results[0], StorageUnavailable) and not isinstance(results[1], Exception)
+    # The second POST was computed on top of the first and committed with it.
+    fams = source.groups[group_key({"job": "a"})].families
+    assert fams["x"].samples[0].value == 2.0 and fams["y"].samples[0].value == 3.0

@@ -64,7 +64,7 @@ from mlwatch.model import (
     SeriesKey,
 )
 from mlwatch.sources.textparse import format_float, go_float, parse_go_float
-from mlwatch.storage.writer import PushGroupRecord, WriteBatch, Writer
+from mlwatch.storage.writer import PushGroupRecord, WriteBatch, Writer, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -481,7 +481,7 @@ class PushSource:
         self._committed_seq: dict[str, int] = {}
         # Every head's families: name -> group key -> type; series -> group key.
         self._types: dict[str, dict[str, MetricType]] = {}
-        self._series_owner: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._series_owner: dict[SeriesKey, str] = {}
         self._indexed: dict[str, PushGroup] = {}
         self.stats = PushStats()
 
@@ -698,7 +698,7 @@ class PushSource:
         for key, group in changes:
             self._set_head(key, group, seq)
 
-        def settle(fut: asyncio.Future[object]) -> None:
+        def settle(fut: asyncio.Future[WriteResult]) -> None:
             failed = fut.cancelled() or fut.exception() is not None
             for key, group in changes:
                 if failed:

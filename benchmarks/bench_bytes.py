@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dir_bytes, emit, ensure_debian_package, parser, row  # noqa: E402
+from _common import dir_bytes, emit, ensure_debian_package, parser, row
 
-from mlwatch.model import Matcher, Sample, SeriesKey  # noqa: E402
-from mlwatch.storage.database import make_engine, upgrade  # noqa: E402
-from mlwatch.storage.reader import Reader  # noqa: E402
-from mlwatch.storage.retention import RetentionPolicy  # noqa: E402
-from mlwatch.storage.writer import WriteBatch, Writer  # noqa: E402
+from mlwatch.model import Matcher, Sample, SeriesKey
+from mlwatch.storage.database import make_engine, upgrade
+from mlwatch.storage.reader import Reader
+from mlwatch.storage.retention import RetentionPolicy
+from mlwatch.storage.writer import WriteBatch, Writer
 
 STEP = 15_000
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, median, parser, row  # noqa: E402
+from _common import emit, median, parser, row
 
-from mlwatch.model import Sample, SeriesKey  # noqa: E402
-from mlwatch.storage.database import make_engine, upgrade  # noqa: E402
-from mlwatch.storage.reader import Reader  # noqa: E402
-from mlwatch.storage.writer import WriteBatch, Writer  # noqa: E402
+from mlwatch.model import Sample, SeriesKey
+from mlwatch.storage.database import make_engine, upgrade
+from mlwatch.storage.reader import Reader
+from mlwatch.storage.writer import WriteBatch, Writer
 
 SERIES = 1000
 T0 = 1_700_000_000_000

@@ -113,8 +113,9 @@ def _unpack(buf: npt.NDArray[np.uint8], widths: npt.NDArray[np.int64], n: int) -
     lo = np.ascontiguousarray(g[:, :8]).view(np.uint64)[:, 0]
     hi = g[:, 8].astype(np.uint64)
     v = (lo >> sh) | ((hi << (np.uint64(63) - sh)) << np.uint64(1))
-    mask = np.where(w_e == 0, np.uint64(0), _ALL >> (64 - np.maximum(w_e, 1)).astype(np.uint64))
-    return v & mask
+    mask: U64 = np.where(w_e == 0, np.uint64(0), _ALL >> (64 - np.maximum(w_e, 1)).astype(np.uint64))
+    out: U64 = v & mask
+    return out
 
 
 # ---------------------------------------------------------------- streams

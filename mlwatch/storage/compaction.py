@@ -19,7 +19,6 @@ from mlwatch.storage.chunks import decode_chunk, encode_run, plan_chunks
 from mlwatch.storage.head import I64, merge
 
 
-
 def open_limit() -> int:
     """A chunk smaller than this is "open" (unless it is full by sample count or time span): the
     next flush of its series re-encodes it with the new samples, so that slow series still end up

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from sqlalchemy import Engine
 
 from mlwatch.errors import StorageError, StorageUnavailable
@@ -36,7 +35,7 @@ from mlwatch.model import Clock, MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.storage.compaction import CompactionBatch, compact_series
 from mlwatch.storage.database import is_transient, translate
 from mlwatch.storage.head import I32, I64, LogRecord, SortedSamples, pack_record, unpack_record
-from mlwatch.storage.retention import MaintenanceReport, RetentionPolicy, maintenance_steps, delete_chunks_before
+from mlwatch.storage.retention import MaintenanceReport, RetentionPolicy, delete_chunks_before, maintenance_steps
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +110,11 @@ _Q = struct.Struct("<q")
 
 def float_to_bits(value: float) -> int:
     """SQLite turns NaN into NULL, so values are stored as their IEEE-754 bits (staleness NaN included)."""
-    return _Q.unpack(_D.pack(value))[0]
+    return int(_Q.unpack(_D.pack(value))[0])
 
 
 def bits_to_float(bits: int) -> float:
-    return _D.unpack(_Q.pack(bits))[0]
+    return float(_D.unpack(_Q.pack(bits))[0])
 
 
 class Writer:
@@ -460,9 +459,9 @@ class Writer:
             keys = [s.key for s in samples]
             get = self._ids.get
             found = [get(k) for k in keys]
-            if None in found:
-                found = self._new_series(conn, keys, found, new_ids, now_ms)
-            sids = np.array(found, np.int32)
+            sids = np.array(
+                self._new_series(conn, keys, found, new_ids, now_ms) if None in found else found, np.int32
+            )
             ts = np.array([s.ts for s in samples], np.int64)
             bits = np.array([s.value for s in samples], np.float64).view(np.int64)
             undo.append((sids, self._last[sids]))

@@ -34,7 +34,7 @@ CHILD = textwrap.dedent(
     start = int(sys.argv[2])
     w = Writer(eng, out_of_order_window_ms=10**12, compact_threshold=int(sys.argv[3]))
     w.start()
-    keys = [SeriesKey.of("m", {"i": str(i)}) for i in range(%d)]
+    keys = [SeriesKey.of("m", {"i": str(i)}) for i in range(SERIES)]
     dup = SeriesKey.of("dup")
     k = start
     while True:
@@ -42,12 +42,11 @@ CHILD = textwrap.dedent(
         samples.append(Sample(dup, (k // 2) * 1000, -float(k)))
         w.write_sync(WriteBatch(samples, state={"k": str(k).encode()}))
         print(k, flush=True)
-        if k %% 97 == 0:
+        if k % 97 == 0:
             w.maintain(RetentionPolicy(retention_ms=10**13, downsample=[(0, 60_000)]))
         k += 1
     """
-    % SERIES
-)
+).replace("SERIES", str(SERIES))
 
 
 def _run_until_killed(url: str, start: int, threshold: int, rng: random.Random) -> int:

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 from mlwatch.model import STALE_NAN, STALE_NAN_BITS, Matcher, Sample
 from mlwatch.storage.reader import Reader
 from mlwatch.storage.writer import WriteBatch, Writer
-
-from tests.storage._util import FakeClock, from_bits, fresh_db, integrity_ok, key
+from tests.storage._util import FakeClock, fresh_db, from_bits, integrity_ok, key
 
 WINDOW = 1000
 N_SERIES = 3
@@ -71,6 +70,7 @@ def check(reader: Reader, model: Model) -> None:
         lo, hi = want[len(want) // 3][0], want[2 * len(want) // 3][0]
         ts2, vals2 = reader.read_range(found[0].id, lo, hi)
         assert ts2.tolist() == [t for t, _ in want if lo <= t <= hi]
+        assert vals2.view(np.int64).tolist() == [b for t, b in want if lo <= t <= hi]
     assert reader.count_samples() == sum(len(d) for d in model.data)
 
 

@@ -14,6 +14,7 @@ bad path, body or consistency          400     the problem, e.g. ``text format p
 body over max_body_bytes (also         413     the limit
 after gzip decompression)
 storage locked, read-only or full      503     the cause; ``Retry-After: 5``; nothing stored
+other storage failure                  500     the cause; nothing stored
 series limit (limits.max_series)       400     the limit; nothing stored
 =====================================  ======  ==========================================
 
@@ -40,10 +41,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from mlwatch import __version__
-from mlwatch.errors import ParseError, PushError, StorageUnavailable
+from mlwatch.errors import ParseError, PushError, StorageError, StorageUnavailable
 from mlwatch.model import MetricFamily, format_duration_ms, parse_duration_ms
 from mlwatch.sources.protoparse import BodyTooLarge, gunzip_bounded, is_protobuf, parse_protobuf
-from mlwatch.sources.push import GroupNotFound, PushSource, parse_grouping_path, rfc3339
+from mlwatch.sources.push import GroupNotFound, PushSource, PushStats, parse_grouping_path, rfc3339
 from mlwatch.sources.textparse import TextParser
 from mlwatch.storage.writer import PushGroupRecord, SeriesLimitExceeded, Writer
 
@@ -51,6 +52,13 @@ __all__ = ["PushService"]
 
 RETRY_AFTER_SECONDS = 5
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _unavailable(exc: StorageUnavailable) -> web.Response:
+    return web.Response(
+        status=503, text=f"storage unavailable, nothing stored; retry later: {exc}\n",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _describe(exc: ParseError, protobuf: bool) -> str:
@@ -108,7 +116,13 @@ class PushService(Collector):
     # ---------------------------------------------------------------- self-metrics
     @property
     def groups(self) -> int:
+        """Push groups currently held (committed)."""
         return len(self.source.groups)
+
+    @property
+    def stats(self) -> PushStats:
+        """Pushes by (method, outcome), errors, expired groups: also exported by :meth:`collect`."""
+        return self.source.stats
 
     def collect(self) -> Iterator[Metric]:
         stats = self.source.stats
@@ -205,10 +219,9 @@ class PushService(Collector):
         except SeriesLimitExceeded as exc:
             return web.Response(status=400, text=f"push refused whole: {exc}\n")
         except StorageUnavailable as exc:
-            return web.Response(
-                status=503, text=f"storage unavailable, retry later: {exc}\n",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            return _unavailable(exc)
+        except StorageError as exc:
+            return web.Response(status=500, text=f"storage error, nothing stored: {exc}\n")
         return web.Response(status=200)
 
     async def _delete(self, request: web.Request) -> web.Response:
@@ -220,20 +233,18 @@ class PushService(Collector):
         try:
             await self.source.delete(grouping)
         except StorageUnavailable as exc:
-            return web.Response(
-                status=503, text=f"storage unavailable, retry later: {exc}\n",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            return _unavailable(exc)
+        except StorageError as exc:
+            return web.Response(status=500, text=f"storage error, nothing deleted: {exc}\n")
         return web.Response(status=202)
 
     async def _wipe(self, _request: web.Request) -> web.Response:
         try:
             await self.source.wipe()
         except StorageUnavailable as exc:
-            return web.Response(
-                status=503, text=f"storage unavailable, retry later: {exc}\n",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            return _unavailable(exc)
+        except StorageError as exc:
+            return web.Response(status=500, text=f"storage error, nothing deleted: {exc}\n")
         return web.Response(status=202)
 
     async def _api_metrics(self, _request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ push does, as the real Pushgateway 1.5.1 does it (compared with the binary):
 * PUT replaces the whole group, POST only the families pushed (by name); DELETE removes the
   group. Families without samples in a push are ignored (a POST of a bare ``# TYPE x gauge``
   changes nothing). Families named ``push_time_seconds`` / ``push_failure_time_seconds`` in a
-  body are dropped silently.
+  body are dropped, after a type check: anything but a gauge conflicts with the other groups'.
 * Grouping labels override body labels of the same name (``job`` included), silently; every
   series without an ``instance`` label gets ``instance=""`` (what ``/metrics`` shows).
 * Histograms and summaries are stored as client_golang holds them: one series per label set
@@ -32,8 +32,8 @@ Storage (CONTRACT §7): each change is one :class:`WriteBatch` holding the sampl
 (every series of the group, ``push_time_seconds``, ``push_failure_time_seconds``), staleness
 markers for series that disappeared, metadata, and the group's new persisted state; the caller
 is answered only after it committed. :meth:`PushSource.resample` writes every group's current
-values again and retires expired groups. Only one change per group is in flight at a time (a
-lock per group), while changes to different groups share group commits.
+values again and retires expired groups. Changes are pipelined (see :class:`PushSource`), so
+concurrent pushes, to one group or many, share group commits.
 """
 
 from __future__ import annotations

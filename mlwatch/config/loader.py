@@ -355,6 +355,12 @@ def _message(error: Mapping[str, Any], where: _Where) -> tuple[_Path, str]:
             return path, f"missing required key 'type' (one of: {expected})"
         tag = str(ctx.get("tag", value.get("type")))
         return (*path, "type"), f"unknown type {tag!r}{_did_you_mean(tag, tags)}; expected one of: {expected}"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = _did_you_mean(str(value), choices) if isinstance(value, str) and not where.secret else ""
+        return path, f"expected one of {', '.join(choices)}, got {_describe(value, where.secret)}{hint}"
+    if kind == "too_short" and ctx.get("min_length") == 1:
+        return path, "must not be empty"
     if kind in ("value_error", "assertion_error"):
         return path, str(ctx.get("error", error["msg"]))
     if kind in _TYPE_WORDS:

@@ -263,25 +263,21 @@ class Config(_Model):
         The new values are validated like the file's; a bad one raises ConfigError naming the option.
         """
         problems = []
-        server, storage = self.server, self.storage
-        for option, value, check, apply in (
-            ("--listen", listen, _listen, lambda v: server.model_copy(update={"listen": v})),
-            ("--db", db_url, _sqlite_url, lambda v: storage.model_copy(update={"url": v})),
-        ):
+        update: dict[str, Any] = {}
+        for option, value, check in (("--listen", listen, _listen), ("--db", db_url, _sqlite_url)):
             if value is None:
                 continue
             try:
                 check(value)
             except ValueError as exc:
                 problems.append(ConfigProblem(option, 0, str(exc)))
-                continue
-            if option == "--listen":
-                server = apply(value)
-            else:
-                storage = apply(value)
         if problems:
             raise ConfigError(problems)
-        return self.model_copy(update={"server": server, "storage": storage})
+        if listen is not None:
+            update["server"] = self.server.model_copy(update={"listen": listen})
+        if db_url is not None:
+            update["storage"] = self.storage.model_copy(update={"url": db_url})
+        return self.model_copy(update=update)
 
 
 def default_config() -> Config:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     Discriminator,
     Field,
     Tag,
@@ -17,7 +21,16 @@ from pydantic import (
     model_validator,
 )
 
-from mlwatch.config._fields import _S, LabelSet, PositiveDuration, _Model
+from mlwatch.config._fields import _S, LabelSet, PositiveDuration, Size, _ctx, _Model, _whole_number
+from mlwatch.config.parts import (
+    JsonMetricConfig,
+    LogMetricConfig,
+    MetricName,
+    Regex,
+    RelabelConfig,
+    SamplingConfig,
+    TimestampConfig,
+)
 from mlwatch.model import MetricType, format_duration_ms
 
 # ------------------------------------------------------------------ sources
@@ -92,25 +105,151 @@ class SourceConfig(_Model):
         return ()
 
 
+_TARGET_RE = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?):([0-9]{1,5})$")
+
+
+def _target(value: str) -> str:
+    m = _TARGET_RE.match(value)
+    if not m or int(m.group(3)) > 65535:
+        raise ValueError(f"invalid target {value!r}: expected host:port, e.g. 127.0.0.1:8000 (no scheme, no path)")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid URL {value!r}: expected http://host[:port]/path or https://...")
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise ValueError(f"invalid port in URL {value!r}") from None
+    return value
+
+
+def _metrics_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with /")
+    return value
+
+
+def _relative_to_config(path: str, info: ValidationInfo) -> str:
+    if not path:
+        raise ValueError("expected a file path")
+    base = _ctx(info).get("base_dir")
+    if base is not None and not Path(path).is_absolute():
+        return str(Path(str(base)) / path)
+    return path
+
+
+Target = Annotated[str, AfterValidator(_target)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+ConfigRelativePath = Annotated[str, AfterValidator(_relative_to_config)]
+NonNegativeInt = Annotated[int, BeforeValidator(_whole_number), Field(ge=0)]
+
+
 @source_type("http")
 class HttpSourceConfig(SourceConfig):
-    """Scrapes Prometheus text/OpenMetrics or JSON endpoints (its keys come with the HTTP source)."""
+    """Scrapes Prometheus text/OpenMetrics endpoints (one job, many targets) or a JSON endpoint."""
 
     type: Literal["http"] = "http"
+    format: Literal["prometheus", "json"] = "prometheus"
+    url: HttpUrl | None = None
+    targets: list[Target] = Field(default_factory=list)
+    targets_file: ConfigRelativePath | None = None
+    scheme: Literal["http", "https"] = "http"
+    metrics_path: Annotated[str, AfterValidator(_metrics_path)] = "/metrics"
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    sample_limit: NonNegativeInt = 0
+    label_limit: NonNegativeInt = 0
+    body_size_limit: Size = 64 * 1024 * 1024
+    metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
+    metrics: list[JsonMetricConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _where(self) -> HttpSourceConfig:
+        given = [k for k in ("url", "targets", "targets_file") if getattr(self, k)]
+        if not given:
+            raise ValueError("needs url, targets or targets_file")
+        if self.url and len(given) > 1:
+            raise ValueError("url is for one target; use either url or targets/targets_file")
+        if self.format == "json":
+            if not self.url:
+                raise ValueError("format json needs url")
+            if not self.metrics:
+                raise ValueError("format json needs metrics (name and path of each number)")
+            if self.metric_relabel_configs or self.honor_labels or self.sample_limit or self.label_limit:
+                raise ValueError(
+                    "metric_relabel_configs, honor_labels, sample_limit and label_limit are for format prometheus"
+                )
+        elif self.metrics:
+            raise ValueError("metrics is for format json (a Prometheus endpoint names its own metrics)")
+        return self
+
+    def declared_metrics(self) -> Iterable[MetricDeclaration]:
+        for i, m in enumerate(self.metrics):
+            yield MetricDeclaration(m.name, MetricType(m.type), ("metrics", i, "name"))
 
 
 @source_type("log")
 class LogSourceConfig(SourceConfig):
-    """Tails log files (its keys come with the log source)."""
+    """Tails log files (a glob), derives metrics per line; offsets are committed with the samples."""
 
     type: Literal["log"] = "log"
+    interval: PositiveDuration = 1 * _S
+    """How often the files are polled for new lines."""
+    path: Annotated[str, AfterValidator(_not_empty)]
+    format: Literal["jsonl", "regex"] = "jsonl"
+    pattern: Regex | None = None
+    start_at: Literal["beginning", "end"] = "beginning"
+    timestamp: TimestampConfig | None = None
+    sampling: SamplingConfig | None = None
+    max_line_bytes: Size = 1024 * 1024
+    metrics: list[LogMetricConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _pattern(self) -> LogSourceConfig:
+        if self.format == "regex":
+            if self.pattern is None:
+                raise ValueError("format regex needs pattern (with named groups such as (?P<latency>\\d+))")
+            if not re.compile(self.pattern).groupindex:
+                raise ValueError("pattern has no named groups (?P<name>...), so no field can be read")
+        elif self.pattern is not None:
+            raise ValueError("pattern is for format regex")
+        return self
+
+    def declared_metrics(self) -> Iterable[MetricDeclaration]:
+        for i, m in enumerate(self.metrics):
+            yield MetricDeclaration(m.name, m.metric_type, ("metrics", i, "name"))
 
 
 @source_type("command")
 class CommandSourceConfig(SourceConfig):
-    """Runs a command and reads its output (its keys come with the command source)."""
+    """Runs a command (an argv list, never a shell) and reads exposition text or one number from stdout."""
 
     type: Literal["command"] = "command"
+    command: Annotated[list[Annotated[str, AfterValidator(_not_empty)]], Field(min_length=1)]
+    format: Literal["auto", "text", "number"] = "auto"
+    metric: MetricName | None = None
+    metric_type: Literal["gauge", "counter", "untyped"] = "gauge"
+
+    @model_validator(mode="after")
+    def _metric(self) -> CommandSourceConfig:
+        if self.format == "number" and self.metric is None:
+            raise ValueError("format number needs metric (the name of the number)")
+        if self.format == "text" and self.metric is not None:
+            raise ValueError("metric is for a command that prints one number (format auto or number)")
+        return self
+
+    def declared_metrics(self) -> Iterable[MetricDeclaration]:
+        if self.metric is not None:
+            yield MetricDeclaration(self.metric, MetricType(self.metric_type), ("metric",))
+
+
+def _not_empty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
 
 
 def _type_tag(value: Any) -> Any:

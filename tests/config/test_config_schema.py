@@ -78,9 +78,9 @@ limits: {max_series: 5, query_timeout: 1m30s, query_max_samples: 1e3, lookback_d
 evaluation_interval: 1h
 push: {sample_interval: 30s, accept_timestamps: false, default_ttl: 1d}
 sources:
-  - {name: api, type: http, interval: 1m, timeout: 20s, labels: {env: prod, version: 2}}
-  - {name: log, type: log}
-  - {name: cmd, type: command, interval: 5s}
+  - {name: api, type: http, url: 'http://127.0.0.1:8000/metrics', interval: 1m, timeout: 20s, labels: {env: prod, version: 2}}
+  - {name: log, type: log, path: /var/log/x.jsonl}
+  - {name: cmd, type: command, command: ['true'], interval: 5s}
 """.replace("HASH", HASH),
         env={},
     )
@@ -105,7 +105,7 @@ sources:
     assert isinstance(cmd, CommandSourceConfig)
     assert (api.name, api.type, api.interval, api.timeout) == ("api", "http", 60_000, 20_000)
     assert api.labels == {"env": "prod", "version": "2"}
-    assert (log.interval, log.timeout, log.labels) == (15_000, 10_000, {})
+    assert (log.interval, log.timeout, log.labels) == (1_000, 1_000, {})  # logs are polled every second
     assert cmd.timeout == 5_000  # the default timeout never exceeds the interval
 
 
@@ -154,7 +154,7 @@ def test_var_expansion() -> None:
     cfg = parse_config(
         "server: {listen: '127.0.0.1:${PORT}', basic_auth_users: {p: 'HASH'}}\n"
         "storage: {url: 'sqlite:///${DIR}/m.db', retention: '${RET:-7d}', out_of_order_window: '${EMPTY:-5m}'}\n"
-        "sources: [{name: '${PORT}-api', type: log, labels: {a: '$${PORT}', b: '$PORT'}}]\n".replace("HASH", HASH),
+        "sources: [{name: '${PORT}-api', type: log, path: /x.log, labels: {a: '$${PORT}', b: '$PORT'}}]\n".replace("HASH", HASH),
         env=env,
     )
     assert cfg.server.port == 9100
@@ -239,9 +239,9 @@ def test_tls_absolute_paths(fixtures: Path) -> None:
         ("server: {max_body_bytes: {a: 1}}", "server.max_body_bytes: expected a size such as 10MiB, got a mapping"),
         ("server: {protect_reads: 2026-01-01}", "server.protect_reads: expected true or false, got 2026-01-01"),
         ("limits: {max_series: 1.5}", "limits.max_series: expected a whole number, got 1.5"),
-        ("sources: [{name: a, type: log, labels: {a: [1]}}]", "sources[0].labels.a: expected a string, got a list"),
+        ("sources: [{name: a, type: log, path: x, labels: {a: [1]}}]", "sources[0].labels.a: expected a string, got a list"),
         ("sources: [{name: a, type: [log]}]", "sources[0].type: unknown type"),
-        ("sources: [{name: ' a', type: log}]", "sources[0].name: must not start or end with spaces"),
+        ("sources: [{name: ' a', type: log, path: x}]", "sources[0].name: must not start or end with spaces"),
         ("x: !!binary aGVsbG8=", "x: unknown key"),
         ("true: 1", "keys must be strings, got true"),
         ("server:\n  listen: '127.0.0.1:9091'\n  listen: '127.0.0.1:9092'", "YAML syntax error: found duplicate key"),
@@ -267,7 +267,7 @@ def test_merge_keys_and_anchors() -> None:
 base: &base {interval: 30s, labels: {team: ml}}
 """
     assert problems(text) == ["c.yaml:2: base: unknown key"]
-    cfg = parse_config("sources:\n  - &s {name: a, type: log, interval: 30s}\n  - {<<: *s, name: b}\n", env={})
+    cfg = parse_config("sources:\n  - &s {name: a, type: log, path: x, interval: 30s}\n  - {<<: *s, name: b}\n", env={})
     assert [(s.name, s.interval) for s in cfg.sources] == [("a", 30_000), ("b", 30_000)]
 
 
@@ -350,16 +350,34 @@ def test_config_reports_no_metric_declarations_yet() -> None:
     assert list(Config().metric_declarations()) == []
 
 
-def test_metric_declarations_from_sources_are_checked_with_their_lines(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # No source type declares metrics yet; stand in for one that declares `up_ratio` in its `metrics` list.
-    from mlwatch.config import MetricDeclaration, SourceConfig
-
-    def declared(self: SourceConfig) -> list[MetricDeclaration]:
-        kind = MetricType.GAUGE if self.name == "a" else MetricType.COUNTER
-        return [MetricDeclaration("up_ratio", kind, ("labels",))]
-
-    monkeypatch.setattr(SourceConfig, "declared_metrics", declared)
-    text = "sources:\n  - name: a\n    type: log\n    labels: {x: y}\n  - name: b\n    type: log\n    labels: {x: y}\n"
-    assert problems(text) == ["c.yaml:7: metric 'up_ratio' is declared as a gauge (line 4)"]
+def test_metric_declarations_from_sources_are_checked_with_their_lines() -> None:
+    text = """sources:
+  - name: a
+    type: log
+    path: x
+    metrics:
+      - {name: up_ratio, type: gauge, field: r}
+  - name: b
+    type: command
+    command: [x]
+    metric: up_ratio
+    metric_type: counter
+  - name: c
+    type: http
+    format: json
+    url: http://h:1/
+    metrics:
+      - {name: up_ratio_sum, path: a.b}
+      - {name: lat, path: a.c}
+  - name: d
+    type: log
+    path: y
+    metrics:
+      - name: lat
+        type: histogram
+        field: l
+"""
+    assert problems(text) == [
+        "c.yaml:10: metric 'up_ratio' is declared as a gauge (line 6)",
+        "c.yaml:23: metric 'lat' is declared as a gauge (line 18)",
+    ]

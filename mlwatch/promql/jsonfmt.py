@@ -1,0 +1,73 @@
+"""Query results in the exact JSON of Prometheus' HTTP API (``/api/v1/query``, ``query_range``).
+
+Written by hand rather than with ``json.dumps``: timestamps are seconds with up to three decimals
+as Prometheus prints them (``1435781451.781``, ``12``), sample values are strings in Go's shortest
+``'f'`` format (``"0.1"``, ``"1e+21"`` is ``"1000000000000000000000"``, ``"NaN"``, ``"+Inf"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from mlwatch.promql.engine import QueryResult
+from mlwatch.promql.values import Labels
+
+
+def format_value(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return np.format_float_positional(v, trim="-")
+
+
+def format_ts(t: int) -> str:
+    sign = "-" if t < 0 else ""
+    t = abs(int(t))
+    whole, frac = divmod(t, 1000)
+    return f"{sign}{whole}.{frac:03d}" if frac else f"{sign}{whole}"
+
+
+def _metric(labels: Labels) -> str:
+    return json.dumps(dict(labels), ensure_ascii=False, separators=(",", ":"))
+
+
+def _point(t: int, v: float) -> str:
+    return f'[{format_ts(t)},"{format_value(v)}"]'
+
+
+def result_data(res: QueryResult) -> str:
+    """The ``data`` object of a successful query, as JSON text."""
+    if res.kind == "scalar":
+        assert res.scalar is not None
+        return f'{{"resultType":"scalar","result":{_point(*res.scalar)}}}'
+    if res.kind == "string":
+        assert res.string is not None
+        t, s = res.string
+        return f'{{"resultType":"string","result":[{format_ts(t)},{json.dumps(s, ensure_ascii=False)}]}}'
+    parts = []
+    if res.kind == "vector":
+        for labels, ts, vals in res.series:
+            parts.append(f'{{"metric":{_metric(labels)},"value":{_point(int(ts[0]), float(vals[0]))}}}')
+    else:
+        for labels, ts, vals in res.series:
+            points = ",".join(_point(t, v) for t, v in zip(ts.tolist(), np.asarray(vals).tolist(), strict=True))
+            parts.append(f'{{"metric":{_metric(labels)},"values":[{points}]}}')
+    return f'{{"resultType":"{res.kind}","result":[{",".join(parts)}]}}'
+
+
+def success_body(res: QueryResult) -> str:
+    return f'{{"status":"success","data":{result_data(res)}}}'
+
+
+def error_body(error_type: str, message: str) -> str:
+    return json.dumps({"status": "error", "errorType": error_type, "error": message}, ensure_ascii=False,
+                      separators=(",", ":"))
+
+
+def as_python(res: QueryResult) -> Any:
+    return json.loads(success_body(res))

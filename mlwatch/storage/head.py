@@ -98,3 +98,74 @@ def merge(old_ts: I64, old_bits: I64, new_ts: I64, new_bits: I64) -> tuple[I64, 
     keep = np.ones(len(ts), bool)
     keep[:-1] = ts[1:] != ts[:-1]
     return ts[keep], bits[keep]
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    """An immutable view of the log for one read: parts sorted by (series, ts), older first."""
+
+    parts: tuple[SortedSamples, ...] = ()
+
+    def series(self, sid: int) -> tuple[I64, I64]:
+        ts: I64 = np.zeros(0, np.int64)
+        bits: I64 = np.zeros(0, np.int64)
+        for ss in self.parts:
+            pts, pbits = ss.series(sid)
+            if len(pts):
+                ts, bits = merge(ts, bits, pts, pbits)
+        return ts, bits
+
+    def sids(self) -> list[int]:
+        return sorted({int(s) for ss in self.parts for s in ss.uniq.tolist()})
+
+    def count(self) -> int:
+        """Distinct (series, ts) pairs."""
+        if len(self.parts) <= 1:
+            return sum(len(ss) for ss in self.parts)
+        return sum(len(self.series(sid)[0]) for sid in self.sids())
+
+
+class LogIndex:
+    """Decoded log records indexed by series, for readers; cheap to extend with new records.
+
+    Records are kept in parts (older first), each part sorted by (series, ts); a lookup merges the
+    parts so that newer records win. New records become a new part; parts are folded together
+    when there are many, so the cost of sorting is paid about once per record. Parts are never
+    mutated, so a :class:`LogView` taken earlier stays valid while the index moves on.
+    """
+
+    MAX_PARTS = 8
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[list[LogRecord], SortedSamples]] = []
+        self.lo = 0  # records below this id have been dropped
+        self.hi = 0  # the newest record id added
+
+    def records(self) -> list[LogRecord]:
+        return [r for recs, _ in self._parts for r in recs]
+
+    def drop_before(self, lo: int) -> None:
+        """Forget records with id < ``lo`` (trimmed from the log)."""
+        self.lo = max(self.lo, lo)
+        parts = []
+        for recs, ss in self._parts:
+            if recs and recs[0].id < lo:
+                keep = [r for r in recs if r.id >= lo]
+                if keep:
+                    parts.append((keep, SortedSamples.of(keep)))
+            else:
+                parts.append((recs, ss))
+        self._parts = parts
+
+    def add(self, records: list[LogRecord]) -> None:
+        if not records:
+            return
+        self.hi = max(self.hi, records[-1].id)
+        parts = [*self._parts, (records, SortedSamples.of(records))]
+        if len(parts) > self.MAX_PARTS:
+            recs = [r for rs, _ in parts for r in rs]
+            parts = [(recs, SortedSamples.of(recs))]
+        self._parts = parts
+
+    def view(self) -> LogView:
+        return LogView(tuple(ss for _, ss in self._parts))

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from mlwatch.model import Matcher, MetricMeta, MetricType, SeriesKey, is_stale_nan, matches_all
 from mlwatch.storage.chunks import decode_chunk
 from mlwatch.storage.compaction import decode_rows
-from mlwatch.storage.head import LogRecord, SortedSamples, merge, unpack_record
+from mlwatch.storage.head import LogIndex, LogRecord, LogView, SortedSamples, merge, unpack_record
 from mlwatch.storage.retention import ROLLUP_COLUMNS, decode_rollup
 from mlwatch.storage.writer import PushGroupRecord, bits_to_float
 
@@ -53,9 +53,7 @@ class Reader:
         self._by_name: dict[str, list[SeriesInfo]] = {}
         self._max_id = 0
         self._log_lock = threading.Lock()
-        self._log_records: dict[int, LogRecord] = {}
-        self._log_max_id = 0
-        self._log_sorted = SortedSamples.empty()
+        self._log = LogIndex()
 
     def _refresh(self) -> None:
         with self._lock, self._engine.connect() as conn:
@@ -80,7 +78,7 @@ class Reader:
         return [s for s in pool if matches_all(matchers, s.key)]
 
     @contextmanager
-    def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, SortedSamples]]:
+    def _snapshot(self) -> Iterator[tuple[sqlite3.Connection, LogView]]:
         """A read transaction and the log as of that transaction."""
         raw = self._engine.raw_connection()
         try:
@@ -93,32 +91,37 @@ class Reader:
         finally:
             raw.close()
 
-    def _log_view(self, conn: sqlite3.Connection) -> SortedSamples:
+    def _log_view(self, conn: sqlite3.Connection) -> LogView:
+        """The log as this read transaction sees it: records ``lo..hi`` (ids are never reused)."""
         lo, hi = conn.execute("SELECT MIN(id), MAX(id) FROM sample_log").fetchone()
+        if lo is None:
+            return LogView()
         with self._log_lock:
-            if lo is None:
-                if self._log_records:
-                    self._log_records, self._log_sorted = {}, SortedSamples.empty()
-                return self._log_sorted
-            changed = False
-            stale = [rid for rid in self._log_records if rid < lo]
-            for rid in stale:
-                del self._log_records[rid]
-                changed = True
-            if hi > self._log_max_id:
-                for rid, n, data in conn.execute(
-                    "SELECT id, n, data FROM sample_log WHERE id > ? ORDER BY id", (self._log_max_id,)
-                ):
-                    self._log_records[rid] = unpack_record(rid, n, bytes(data))
-                    changed = True
-                self._log_max_id = hi
-            if changed:
-                self._log_sorted = SortedSamples.of(list(self._log_records.values()))
-            return self._log_sorted
+            index = self._log
+            if lo >= index.lo and hi >= index.hi:  # the usual case: the log moved on, or not at all
+                index.drop_before(lo)
+                if hi > index.hi:
+                    index.add(self._fetch(conn, index.hi + 1, hi))
+                return index.view()
+            # A snapshot older than the index (another thread read a newer one meanwhile).
+            known = [r for r in index.records() if lo <= r.id <= hi]
+        have = {r.id for r in known}
+        extra = [r for r in self._fetch(conn, lo, hi) if r.id not in have] if len(have) < hi - lo + 1 else []
+        records = sorted(known + extra, key=lambda r: r.id)
+        return LogView((SortedSamples.of(records),)) if records else LogView()
+
+    @staticmethod
+    def _fetch(conn: sqlite3.Connection, lo: int, hi: int) -> list[LogRecord]:
+        return [
+            unpack_record(rid, n, bytes(data))
+            for rid, n, data in conn.execute(
+                "SELECT id, n, data FROM sample_log WHERE id >= ? AND id <= ? ORDER BY id", (lo, hi)
+            )
+        ]
 
     @staticmethod
     def _range(
-        conn: sqlite3.Connection, log: SortedSamples, series_id: int, start_ms: int, end_ms: int
+        conn: sqlite3.Connection, log: LogView, series_id: int, start_ms: int, end_ms: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         rows = conn.execute(
             "SELECT data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts <= ? ORDER BY max_ts",
@@ -228,9 +231,9 @@ class Reader:
     def count_samples(self) -> int:
         """Samples stored (each series and timestamp once), in chunks and in the log."""
         with self._snapshot() as (conn, log):
-            total = int(conn.execute("SELECT COALESCE(SUM(n), 0) FROM chunks").fetchone()[0]) + len(log)
-            for k, sid in enumerate(log.uniq.tolist()):
-                lts = log.ts[int(log.starts[k]) : int(log.starts[k + 1])]
+            total = int(conn.execute("SELECT COALESCE(SUM(n), 0) FROM chunks").fetchone()[0]) + log.count()
+            for sid in log.sids():
+                lts, _ = log.series(sid)
                 rows = conn.execute(
                     "SELECT data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts <= ?",
                     (sid, int(lts[0]), int(lts[-1])),
@@ -252,5 +255,5 @@ class Reader:
             page = conn.execute("PRAGMA page_size").fetchone()[0]
         return {
             "chunks": int(chunks), "chunk_samples": int(samples), "chunk_bytes": int(chunk_bytes),
-            "log_records": int(records), "log_samples": len(log), "used_bytes": int((pages - free) * page),
+            "log_records": int(records), "log_samples": log.count(), "used_bytes": int((pages - free) * page),
         }

@@ -23,6 +23,8 @@ DELETE_BATCH = 500  # chunks per deleting transaction
 VACUUM_PAGES = 1024  # pages returned to the file system per transaction
 ROLLUP_BLOCK = 256  # buckets per rollup row
 ROLLUP_SERIES_PER_STEP = 200
+ROLLUP_STEP_SAMPLES = 500_000  # raw samples read per rollup transaction
+ROLLUP_MAX_SPANS = 64  # rollup blocks per series per maintenance run (a long history catches up over runs)
 Steps = Generator[None, None, int]
 
 
@@ -236,50 +238,69 @@ def compute_rollup(ts: I64, bits: I64, step_ms: int) -> tuple[I64, list[np.ndarr
 def rollup_level(
     conn: sqlite3.Connection, keys: Mapping[int, SeriesKey], after_ms: int, step_ms: int, now_ms: int
 ) -> Steps:
-    """Roll up every whole block of ``ROLLUP_BLOCK`` buckets that ends before ``now - after``."""
+    """Roll up every whole block of ``ROLLUP_BLOCK`` buckets that ends before ``now - after``.
+
+    Chunks are read and rolled up outside any write transaction; each write transaction only
+    inserts the rows of a bounded amount of work.
+    """
     span = step_ms * ROLLUP_BLOCK
     horizon = (now_ms - after_ms) // span * span
     done = dict(conn.execute("SELECT series_id, done_ms FROM rollup_state WHERE step_ms = ?", (step_ms,)).fetchall())
-    sids = sorted(keys)
     rows = 0
-    for i in range(0, len(sids), ROLLUP_SERIES_PER_STEP):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sid in sids[i : i + ROLLUP_SERIES_PER_STEP]:
-                start = done.get(sid)
-                if start is None:
-                    first = conn.execute("SELECT MIN(min_ts) FROM chunks WHERE series_id = ?", (sid,)).fetchone()[0]
-                    if first is None:
-                        continue
-                    start = first // span * span
-                if start >= horizon:
-                    continue
-                chunk_rows = conn.execute(
-                    "SELECT data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts < ? ORDER BY min_ts",
-                    (sid, start, horizon),
-                ).fetchall()
-                ts, bits = decode_rows([r[0] for r in chunk_rows])
-                sel = (ts >= start) & (ts < horizon)
-                bts, cols = compute_rollup(ts[sel], bits[sel], step_ms)
-                if len(bts):
-                    block = bts // span
-                    for b in np.unique(block):
-                        m = block == b
-                        conn.execute(
-                            "INSERT INTO rollups (series_id, step_ms, min_ts, max_ts, n, data) VALUES (?, ?, ?, ?, ?, ?)",
-                            (sid, step_ms, int(bts[m][0]), int(bts[m][-1]), int(m.sum()),
-                             encode_rollup(bts[m], [c[m] for c in cols])),
-                        )
-                        rows += 1
-                conn.execute(
-                    "INSERT INTO rollup_state (series_id, step_ms, done_ms) VALUES (?, ?, ?) "
-                    "ON CONFLICT(series_id, step_ms) DO UPDATE SET done_ms = excluded.done_ms",
-                    (sid, step_ms, horizon),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    inserts: list[tuple[int, int, int, int, int, bytes]] = []
+    states: list[tuple[int, int, int]] = []
+    work = 0
+    for sid in sorted(keys):
+        start = done.get(sid)
+        if start is None:
+            first = conn.execute("SELECT MIN(min_ts) FROM chunks WHERE series_id = ?", (sid,)).fetchone()[0]
+            if first is None:
+                continue
+            start = first // span * span
+        if start >= horizon:
+            continue
+        end = min(horizon, start + ROLLUP_MAX_SPANS * span)  # bounded work per series and step
+        chunk_rows = conn.execute(
+            "SELECT data FROM chunks WHERE series_id = ? AND max_ts >= ? AND min_ts < ? ORDER BY min_ts",
+            (sid, start, end),
+        ).fetchall()
+        ts, bits = decode_rows([r[0] for r in chunk_rows])
+        sel = (ts >= start) & (ts < end)
+        work += len(ts)
+        bts, cols = compute_rollup(ts[sel], bits[sel], step_ms)
+        if len(bts):
+            block = bts // span
+            for b in np.unique(block):
+                m = block == b
+                inserts.append((sid, step_ms, int(bts[m][0]), int(bts[m][-1]), int(m.sum()),
+                                encode_rollup(bts[m], [c[m] for c in cols])))
+        states.append((sid, step_ms, end))
+        if work >= ROLLUP_STEP_SAMPLES or len(states) >= ROLLUP_SERIES_PER_STEP:
+            rows += _write_rollups(conn, inserts, states)
+            inserts, states, work = [], [], 0
+            yield
+    if states:
+        rows += _write_rollups(conn, inserts, states)
         yield
     return rows
+
+
+def _write_rollups(
+    conn: sqlite3.Connection, inserts: list[tuple[int, int, int, int, int, bytes]], states: list[tuple[int, int, int]]
+) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT INTO rollups (series_id, step_ms, min_ts, max_ts, n, data) VALUES (?, ?, ?, ?, ?, ?)", inserts
+        )
+        conn.executemany(
+            "INSERT INTO rollup_state (series_id, step_ms, done_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT(series_id, step_ms) DO UPDATE SET done_ms = excluded.done_ms",
+            states,
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return len(inserts)

@@ -208,6 +208,7 @@ _FIRST_SEP_RE = re.compile(f"[ \t]*({_LNAME})[ \t]*=[ \t]*")
 _NEXT_SEP_RE = re.compile(f"[ \t]*,[ \t]*({_LNAME})[ \t]*=[ \t]*")
 _SPECIAL_VALUES = {"NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf, "Inf": math.inf}
 _INF = (math.inf, -math.inf)
+_FLOAT_CHARS = "0123456789.eE+-"  # with these alone, Python's float() accepts what Go's ParseFloat does
 
 
 class _FastPath:
@@ -279,18 +280,17 @@ class _FastPath:
         hit = self.series[prefix] = (name, labels)
         return hit
 
-    def sample(self, line: str) -> tuple[str, dict[str, str], float, int | None] | None:
-        close = line.rfind("}")
-        if close >= 0:
-            cut = close + 1
-        else:
-            cut = line.find(" ")
-            if cut <= 0:
-                return None
-        prefix = line[:cut]
-        hit = self.series.get(prefix) or self._series(prefix)
-        if hit is None:
+    def sample(
+        self, line: str, cut: int, hit: tuple[str, dict[str, str]] | None
+    ) -> tuple[str, dict[str, str], float, int | None] | None:
+        """``line`` split at ``cut`` (after its last "}", else at its first space); ``hit`` is the
+        cached series of ``line[:cut]`` if there is one."""
+        if cut <= 0:
             return None
+        if hit is None:
+            hit = self._series(line[:cut])
+            if hit is None:
+                return None
         rest = line[cut:]
         if rest[:1] != " ":
             return None
@@ -305,7 +305,7 @@ class _FastPath:
             if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:
                 return None
             ts = int(t)
-        if not v or v.strip("0123456789.eE+-"):
+        if not v or v.strip(_FLOAT_CHARS):
             value = _SPECIAL_VALUES.get(v)
             if value is None:
                 return None
@@ -426,13 +426,30 @@ def _parse(data: bytes | str, fast: _FastPath) -> list[MetricFamily]:
     typed = state.typed
     match = _SAMPLE_RE.fullmatch
     fast_sample = fast.sample
+    series_get = fast.series.get
     histogram = MetricType.HISTOGRAM
     summary = MetricType.SUMMARY
     cur_name = ""
     cur_fam: MetricFamily | None = None
     for lineno, line in enumerate(lines, 1):
-        quick = fast_sample(line) if line and line[0] != "#" else None
-        if quick is not None:
+        # Quickest: a series seen before (this body or an earlier one) with a plain value.
+        close = line.rfind("}")
+        cut = close + 1 if close >= 0 else line.find(" ")
+        hit = series_get(line[:cut]) if cut > 0 else None
+        value = None
+        if hit is not None and line[cut : cut + 1] == " ":
+            v = line[cut + 1 :]
+            if v and not v.strip(_FLOAT_CHARS):
+                try:
+                    value = float(v)
+                except ValueError:
+                    value = None
+                if value in _INF:
+                    value = None
+        if value is not None:
+            name, labels = hit  # type: ignore[misc]
+            ts = None
+        elif (quick := fast_sample(line, cut, hit)) is not None:
             name, labels, value, ts = quick
         else:
             m = match(line)

@@ -61,6 +61,8 @@ def parse_float(text: str) -> float:
 
 
 def _unescape(raw: str) -> str:
+    if "\\" not in raw:
+        return raw
     return re.sub(r"\\(.)", lambda m: {"n": "\n", "\\": "\\", '"': '"'}.get(m.group(1), "\\" + m.group(1)), raw)
 
 
@@ -80,8 +82,12 @@ def _labels(blob: str) -> dict[str, str]:
     return out
 
 
+KEY_CACHE = 100_000  # series keys remembered while reading (bounds memory)
+
+
 def read_openmetrics(lines: Iterable[str]) -> Iterator[Item]:
     meta: dict[str, MetricMeta] = {}
+    keys: dict[tuple[str, str | None], SeriesKey] = {}
     eof_at = 0
     for no, line in enumerate(lines, 1):
         line = line.rstrip("\r\n")
@@ -120,11 +126,16 @@ def read_openmetrics(lines: Iterable[str]) -> Iterator[Item]:
             yield Item(no, problem="expected 'name{labels} value timestamp'")
             continue
         name, blob, value, stamp = m.groups()
-        try:
-            labels = _labels(blob) if blob else {}
-        except ValueError as exc:
-            yield Item(no, problem=str(exc))
-            continue
+        key = keys.get((name, blob))
+        if key is None:
+            try:
+                key = SeriesKey.of(name, _labels(blob) if blob else {})
+            except ValueError as exc:
+                yield Item(no, problem=str(exc))
+                continue
+            if len(keys) >= KEY_CACHE:
+                keys.clear()
+            keys[(name, blob)] = key
         try:
             v = parse_float(value)
         except ValueError:
@@ -140,7 +151,7 @@ def read_openmetrics(lines: Iterable[str]) -> Iterator[Item]:
         except ValueError:
             yield Item(no, problem=f"invalid timestamp {stamp!r}")
             continue
-        yield Item(no, sample=Sample(SeriesKey.of(name, labels), round(ts * 1000), v))
+        yield Item(no, sample=Sample(key, round(ts * 1000), v))
 
 
 def _csv_time(text: str) -> int:

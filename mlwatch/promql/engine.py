@@ -179,6 +179,11 @@ class _Evaluator:
     # ------------------------------------------------------------ dispatch
     def eval(self, node: Any, T: I64) -> Value:
         self.check_time()
+        value = self._eval(node, T)
+        self.check_time()
+        return value
+
+    def _eval(self, node: Any, T: I64) -> Value:
         if isinstance(node, pp.ParenExpr):
             return self.eval(node.expr, T)
         if isinstance(node, pp.NumberLiteral):

@@ -194,14 +194,17 @@ def _extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
                      st.sampled_from(["0", "1", "2.5", "-3", "10"]))
     fn = st.builds(lambda f, e: f"{f}({e})", st.sampled_from(["abs", "ceil", "sgn", "timestamp", "-", "sqrt"]),
                    children)
-    return st.one_of(agg, binop, scal, fn)
+    same = st.builds(lambda e, op, f: f"({e}) {op} {f}({e})", children,
+                     st.sampled_from(["+", "/", "> bool", "<", "and", "or", "unless", "- on(room)", "* ignoring(floor)"]),
+                     st.sampled_from(["abs", "ceil", "sgn", "", "-"]))
+    return st.one_of(agg, binop, scal, fn, same)
 
 
 EXPRS = st.recursive(st.one_of(_vec_leaf, _range_call()), _extend, max_leaves=4)
 GENERATED: list[str] = []
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+@settings(max_examples=250, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
 @given(expr=EXPRS)
 def test_generated(setup: dict[str, Any], expr: str) -> None:

@@ -44,6 +44,7 @@ import binascii
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -98,10 +99,16 @@ class GroupNotFound(PushError):
 # ---------------------------------------------------------------- grouping keys
 
 
+_URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def _decode_base64(value: str, label: str) -> str:
+    """RFC 4648 URL-safe base64, ``=`` padding optional (as Pushgateway's decodeBase64)."""
     raw = value.rstrip("=")
     try:
-        data = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_", validate=True)
+        if not _URLSAFE_B64.fullmatch(raw):
+            raise ValueError("illegal base64 data (only A-Z a-z 0-9 - _ and trailing = are allowed)")
+        data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as exc:
         raise PushError(f"invalid base64 encoding for label {label}={value!r}: {exc}") from None
     try:

@@ -58,7 +58,8 @@ def test_grouping_path(path: str, labels: dict[str, str]) -> None:
         ("job/a/__x/1", "improper label name '__x'"),
         ("job/a/1x/1", "improper label name '1x'"),
         ("job/a/l@base64/!!!", "invalid base64 encoding for label l="),
-        ("job/a/l@base64/YW+j", "invalid base64 encoding"),
+        ("job/a/l@base64/YW+j", "invalid base64 encoding for label l='YW\\+j': illegal base64 data"),
+        ("job/a/l@base64/Y", "invalid base64 encoding"),
         ("job/a/l@base64/_w", "not UTF-8"),  # base64 of the byte 0xFF
         ("job@base64/=", "job name is required"),
     ],

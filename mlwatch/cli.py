@@ -77,7 +77,7 @@ def _load(config_path: str | None) -> Any:
 
 
 def _db_url(cfg: Any, db_url: str | None) -> str:
-    return db_url or cfg.storage.url
+    return str(cfg.with_overrides(db_url=db_url).storage.url)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -98,11 +98,9 @@ def daemon(config_path: str | None, db_url: str | None, debug: bool, log_format:
     from mlwatch.config import config_path as resolve_path
     from mlwatch.daemon import Daemon, DaemonOptions
 
-    cfg = _load(config_path)
-    if listen:
-        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"listen": listen})})
+    cfg = _load(config_path).with_overrides(listen=listen, db_url=db_url)
     path = resolve_path(config_path)
-    d = Daemon(cfg, DaemonOptions(config_path=str(path) if path else None, db_url=db_url))
+    d = Daemon(cfg, DaemonOptions(config_path=str(path) if path else None, db_url=db_url, listen=listen))
     asyncio.run(d.run())
 
 

@@ -32,7 +32,8 @@ STOP_GRACE_SECONDS = 3.0
 @dataclass
 class DaemonOptions:
     config_path: str | None = None  # None: the built-in default (no reload source)
-    db_url: str | None = None  # --db overrides storage.url
+    db_url: str | None = None  # --db overrides storage.url, also after a reload
+    listen: str | None = None  # --listen overrides server.listen, also after a reload
 
 
 class Daemon:
@@ -49,7 +50,7 @@ class Daemon:
     # ---------------------------------------------------------------- wiring helpers
     @property
     def db_url(self) -> str:
-        return self.options.db_url or self.config.storage.url
+        return self.config.storage.url
 
     @staticmethod
     def _auth_policy(cfg: Config) -> AuthPolicy:
@@ -193,7 +194,9 @@ class Daemon:
     async def reload(self) -> None:
         """Re-read the config file; a bad one raises ConfigError and the running config stays."""
         try:
-            new = await asyncio.to_thread(load_config, self.options.config_path)
+            new = (await asyncio.to_thread(load_config, self.options.config_path)).with_overrides(
+                listen=self.options.listen, db_url=self.options.db_url
+            )
         except ConfigError:
             self.own.reload_ok.set(0)
             raise

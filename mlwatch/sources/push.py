@@ -26,7 +26,9 @@ label is absent, so ``/job/a/x@base64/=`` is the same group as ``/job/a`` (Pushg
 separate group with ``x=""``); a malformed body also sets the group's failure time (Pushgateway
 only does that for consistency errors); a group may expire (``?ttl=`` or the default TTL); when
 several groups give one family different HELP texts the group that sorts first wins
-(Pushgateway picks one at random).
+(Pushgateway picks one at random); protobuf families with an invalid or empty name, or an
+explicit ``le``/``quantile`` label, are refused with 400 (Pushgateway 1.5 stores them and then
+serves a /metrics that Prometheus cannot parse).
 
 Storage (CONTRACT §7): each change is one :class:`WriteBatch` holding the samples at receive time
 (every series of the group, ``push_time_seconds``, ``push_failure_time_seconds``), staleness
@@ -263,8 +265,7 @@ def normalise(
                 seen.add(sig)
                 samples.append(FamilySample(fam.name, labels, _canonical_nan(s.value)))
             fam = MetricFamily(fam.name, fam.type, fam.help, fam.unit, samples)
-        if fam.name in current:  # only from protobuf: two messages with one name
-            raise PushError(f"{_INVALID}metric family {fam.name!r} appears twice in the push")
+        current.pop(fam.name, None)  # protobuf only: of two messages with one name, the last wins
         current[fam.name] = fam
     return current, backfill
 

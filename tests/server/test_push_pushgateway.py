@@ -5,8 +5,8 @@ Compared after every step: the status code, the ``/metrics`` text of the pushed 
 push_failure_time_seconds values masked) and the shape of ``/api/v1/metrics``.
 
 The sequence avoids mlwatch's documented deviations (an empty grouping label value, a malformed
-body sent to a group that does not exist yet, different HELP texts for one name in two groups),
-which have their own tests.
+body sent to a group that does not exist yet, different HELP texts for one name in two groups,
+protobuf families with invalid names or an explicit le label), which have their own tests.
 """
 
 from __future__ import annotations
@@ -137,6 +137,26 @@ def b64(s: str) -> str:
     return base64.urlsafe_b64encode(s.encode()).decode()
 
 
+def pb_edge_cases() -> list[bytes]:
+    """Protobuf bodies at the edges: timestamps, repeated families, an explicit +Inf bucket, text."""
+    mf = messages["MetricFamily"]
+    with_ts = mf(name="pb_ts", type=1)
+    m = with_ts.metric.add()
+    m.gauge.value = 1
+    m.timestamp_ms = 1_600_000_000_000
+    twice = [mf(name="pb_twice", type=1), mf(name="pb_twice", type=1)]
+    for i, fam in enumerate(twice):
+        m = fam.metric.add()
+        m.label.add(name="i", value=str(i))
+        m.gauge.value = i
+    inf = mf(name="pb_inf", type=4)
+    m = inf.metric.add()
+    m.histogram.sample_count = 2
+    b = m.histogram.bucket.add()
+    b.upper_bound, b.cumulative_count = float("inf"), 2
+    return [encode_delimited([with_ts]), encode_delimited(twice), encode_delimited([inf]), b"x 1\n"]
+
+
 def protobuf_body() -> bytes:
     mf = messages["MetricFamily"]
     g = mf(name="pb_gauge", type=1, help="A gauge from protobuf.")
@@ -209,6 +229,7 @@ STEPS: list[tuple[str, str, bytes | str, dict[str, str]]] = [
     ("PUT", "/metrics/job/j7", "# TYPE x\n# TYPE x gauge\nx{a=\"1\"} 1\n", {}),
     ("POST", "/metrics/job/j7", "# TYPE x gauge\n", {}),  # an empty family changes nothing
     ("PUT", "/metrics/job/", "x 1\n", {}),
+    *(("PUT", "/metrics/job/pb-edge", body, {"Content-Type": PROTOBUF_CONTENT_TYPE}) for body in pb_edge_cases()),
     ("PUT", "/api/v1/admin/wipe", "", {}),
     ("PUT", "/metrics/job/after-wipe", SEED, {}),
 ]

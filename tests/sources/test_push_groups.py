@@ -9,7 +9,7 @@ import math
 import pytest
 
 from mlwatch.errors import ParseError, PushError, StorageUnavailable
-from mlwatch.model import MetricType, is_stale_nan
+from mlwatch.model import MetricFamily, MetricType, is_stale_nan
 from mlwatch.server.exposition import render
 from mlwatch.sources.push import (
     GroupNotFound,
@@ -153,6 +153,23 @@ def test_timestamps_refused_unless_accepted() -> None:
     current, backfill = normalise(parse_text("x 1 1234\ny 2\n"), {"job": "j"}, accept_timestamps=True)
     assert list(current) == ["y"]
     assert [(s.name, s.labels, s.value, s.timestamp_ms) for _, s in backfill] == [("x", {"job": "j"}, 1.0, 1234)]
+
+
+def test_protobuf_families_pushgateway_would_store_broken() -> None:
+    from mlwatch.sources.protoparse import encode_delimited, messages, parse_protobuf
+
+    def pb(name: str, label: str = "k") -> list[MetricFamily]:
+        fam = messages["MetricFamily"](name=name, type=1)
+        m = fam.metric.add()
+        m.label.add(name=label, value="v")
+        m.gauge.value = 1
+        return parse_protobuf(encode_delimited([fam]))
+
+    for name in ("", "1x", "a-b"):
+        with pytest.raises(PushError, match="is invalid"):
+            normalise(pb(name), {"job": "j"}, accept_timestamps=False)
+    with pytest.raises(PushError, match="invalid name: __x"):
+        normalise(pb("ok", "__x"), {"job": "j"}, accept_timestamps=False)
 
 
 def test_nan_payloads_are_canonical() -> None:

@@ -25,8 +25,8 @@ Where mlwatch deliberately differs (CONTRACT §4, §6, §7): an empty grouping l
 label is absent, so ``/job/a/x@base64/=`` is the same group as ``/job/a`` (Pushgateway keeps a
 separate group with ``x=""``); a malformed body also sets the group's failure time (Pushgateway
 only does that for consistency errors); a group may expire (``?ttl=`` or the default TTL); when
-several groups give one family different HELP texts the group that sorts first wins
-(Pushgateway picks one at random); protobuf families with an invalid or empty name, or an
+several groups give one family different HELP texts the first non-empty one of the groups in
+key order wins (Pushgateway picks one group's at random, empty or not); protobuf families with an invalid or empty name, or an
 explicit ``le``/``quantile`` label, are refused with 400 (Pushgateway 1.5 stores them and then
 serves a /metrics that Prometheus cannot parse).
 
@@ -763,6 +763,8 @@ class PushSource:
                     merged[name] = MetricFamily(name, fam.type, fam.help, fam.unit, list(fam.samples))
                 else:
                     m.samples.extend(fam.samples)
+                    if not m.help:
+                        m.help = fam.help
             labels = g.exposed_labels
             push_time.samples.append(FamilySample(PUSH_TIME, labels, g.push_time))
             failure_time.samples.append(FamilySample(PUSH_FAILURE_TIME, labels, g.failure_time))

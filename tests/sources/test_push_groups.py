@@ -478,3 +478,11 @@ async def test_failed_write_in_a_pipeline_keeps_later_changes(source: PushSource
     # The second POST was computed on top of the first and committed with it.
     fams = source.groups[group_key({"job": "a"})].families
     assert fams["x"].samples[0].value == 2.0 and fams["y"].samples[0].value == 3.0
+
+
+async def test_help_of_a_family_shared_by_groups(source: PushSource) -> None:
+    await source.push({"job": "a"}, parse_text("x 1\n"), replace=True)
+    await source.push({"job": "b"}, parse_text("# HELP x second\nx 2\n"), replace=True)
+    await source.push({"job": "c"}, parse_text("# HELP x third\nx 3\n"), replace=True)
+    (x,) = [f for f in source.families() if f.name == "x"]
+    assert x.help == "second" and len(x.samples) == 3

@@ -75,9 +75,8 @@ def _simple(op: str, V: F64, P: Bools, n: Any) -> F64:
     if op == "group":
         return np.ones(V.shape[1])
     if op in ("sum", "avg"):
-        total = np.zeros(V.shape[1])
-        for r in range(V.shape[0]):  # sequential, in input order, as Prometheus adds
-            total = np.where(P[r], total + V[r], total)
+        # a reduction over axis 0 of a C-ordered array adds row after row: input order, as Prometheus does
+        total = np.where(P, V, 0.0).sum(axis=0)
         return total if op == "sum" else total / np.maximum(n, 1)
     if op == "min":
         return np.fmin.reduce(np.where(P, V, np.nan), axis=0)

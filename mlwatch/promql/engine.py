@@ -263,28 +263,41 @@ class _Evaluator:
         self.check_time()
         return out
 
+    @staticmethod
+    def _locate(rows: list[tuple[Labels, I64, Any]], targets: I64, lo_bound: int, side: str) -> Any:
+        """``searchsorted`` of ``targets`` in every row's timestamps at once: (series, steps) indices into
+        the concatenated samples, and the offset where each row starts."""
+        lengths = np.fromiter((len(r[1]) for r in rows), np.int64, len(rows))
+        starts = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        all_ts = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, np.int64)
+        span = int(max(int(targets.max()), int(all_ts.max()) if len(all_ts) else lo_bound) - lo_bound + 2)
+        owner = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+        keys = owner * span + (all_ts - lo_bound)
+        q = np.arange(len(rows), dtype=np.int64)[:, None] * span + np.clip(targets - lo_bound, -1, None)[None, :]
+        return np.searchsorted(keys, q, side=side), starts, all_ts
+
     def vector_selector(self, node: Any, T: I64) -> InstantVector:
         R = self.ref_times(node, T)
         lookback = self.opts.lookback_ms
-        rows = self.fetch(node, int(R.min()) - lookback, int(R.max()))
+        lo_bound = int(R.min()) - lookback
+        rows = self.fetch(node, lo_bound, int(R.max()))
         n = len(T)
-        values = np.zeros((len(rows), n))
-        present = np.zeros((len(rows), n), bool)
-        stamps = np.zeros((len(rows), n), np.int64)
-        for i, (_, ts, vals) in enumerate(rows):
-            if not len(ts):
-                continue
-            idx = np.searchsorted(ts, R, side="right") - 1
-            ok = idx >= 0
-            j = np.where(ok, idx, 0)
-            sts = ts[j]
-            v = vals[j]
-            stale = v.view(np.int64) == STALE_NAN_BITS
-            present[i] = ok & (sts >= R - lookback) & ~stale
-            values[i] = v
-            stamps[i] = sts
-        vec = InstantVector([r[0] for r in rows], values, present, stamps)
-        return vec
+        if not rows:
+            return InstantVector([], np.zeros((0, n)), np.zeros((0, n), bool), np.zeros((0, n), np.int64))
+        pos, starts, all_ts = self._locate(rows, R, lo_bound, "right")
+        pos -= 1
+        all_vals = np.concatenate([r[2] for r in rows])
+        ok = pos >= starts[:-1, None]
+        j = np.where(ok, pos, 0)
+        if len(all_ts) == 0:
+            return InstantVector([r[0] for r in rows], np.zeros((len(rows), n)), np.zeros((len(rows), n), bool),
+                                 np.zeros((len(rows), n), np.int64))
+        stamps = all_ts[j]
+        values = all_vals[j]
+        stale = values.view(np.int64) == STALE_NAN_BITS
+        present = ok & (stamps >= R[None, :] - lookback) & ~stale
+        return InstantVector([r[0] for r in rows], values, present, stamps)
 
     def matrix_selector(self, node: Any, T: I64) -> RangeVector:
         vs = node.vector_selector

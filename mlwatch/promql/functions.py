@@ -87,40 +87,56 @@ def _last(V: F64, C: Any) -> F64:
 
 
 def _extrapolated(rv: RangeVector, *, counter: bool, rate: bool) -> InstantVector:
+    """Prometheus 2.x ``extrapolatedRate``, from the first and last sample of each window (no window matrix)."""
     rng = rv.range_ms
-
-    def fn(V: F64, T: I64, M: Any, C: Any, sl: slice) -> tuple[F64, Any]:
-        rows = np.arange(len(C))
-        last_i = np.maximum(C - 1, 0)
-        first_v, last_v = V[:, 0], V[rows, last_i]
-        first_t, last_t = T[:, 0], T[rows, last_i]
-        result = last_v - first_v
-        if counter:
-            prev = np.zeros(len(C))
-            for j in range(V.shape[1]):
-                m = M[:, j]
-                v = V[:, j]
-                result = np.where(m & (v < prev), result + prev, result)
-                prev = np.where(m, v, prev)
-        ends = rv.ends[sl]
-        starts = ends - rng
-        to_start = (first_t - starts) / 1000.0
-        to_end = (ends - last_t) / 1000.0
-        sampled = (last_t - first_t) / 1000.0
-        avg = sampled / np.maximum(C - 1, 1)
-        if counter:
-            to_zero = sampled * (first_v / result)
-            use = (result > 0) & (first_v >= 0) & (to_zero < to_start)
-            to_start = np.where(use, to_zero, to_start)
-        threshold = avg * 1.1
-        interval = sampled + np.where(to_start < threshold, to_start, avg / 2)
-        interval = interval + np.where(to_end < threshold, to_end, avg / 2)
-        result = result * (interval / sampled)
-        if rate:
-            result = result / (rng / 1000.0)
-        return result, True
-
-    return _range_apply(rv, fn, min_samples=2)
+    steps = len(rv.ends)
+    labels: list[Labels] = []
+    values: list[F64] = []
+    present: list[Any] = []
+    ends = rv.ends
+    starts = ends - rng
+    for i, lab in enumerate(rv.labels):
+        ts, vals, lo, hi = rv.ts[i], rv.values[i], rv.lo[i], rv.hi[i]
+        ok = (hi - lo) >= 2
+        if not ok.any():
+            continue
+        a = np.where(ok, lo, 0)
+        b = np.where(ok, hi - 1, 0)
+        first_v, last_v = vals[a], vals[b]
+        first_t, last_t = ts[a], ts[b]
+        with np.errstate(all="ignore"):
+            result = last_v - first_v
+            if counter and len(vals) > 1:
+                drops = np.zeros(len(vals))
+                drop = vals[1:] < vals[:-1]
+                if drop.any():
+                    drops[1:] = np.where(drop, vals[:-1], 0.0)
+                    # a reset adds the value before it; sequential, like Prometheus, when there are few
+                    cum = np.cumsum(drops)
+                    result = result + (cum[b] - cum[a])
+            to_start = (first_t - starts) / 1000.0
+            to_end = (ends - last_t) / 1000.0
+            sampled = (last_t - first_t) / 1000.0
+            count = hi - lo
+            avg = sampled / np.maximum(count - 1, 1)
+            if counter:
+                to_zero = sampled * (first_v / result)
+                use = (result > 0) & (first_v >= 0) & (to_zero < to_start)
+                to_start = np.where(use, to_zero, to_start)
+            threshold = avg * 1.1
+            interval = sampled + np.where(to_start < threshold, to_start, avg / 2)
+            interval = interval + np.where(to_end < threshold, to_end, avg / 2)
+            result = result * (interval / sampled)
+            if rate:
+                result = result / (rng / 1000.0)
+        labels.append(drop_name(lab))
+        values.append(result)
+        present.append(ok)
+    if not labels:
+        return InstantVector.empty(steps)
+    if len(set(labels)) != len(labels):
+        raise ExecutionError("vector cannot contain metrics with the same labelset")
+    return InstantVector(labels, np.vstack(values), np.vstack(present))
 
 
 def _instant_delta(rv: RangeVector, *, rate: bool) -> InstantVector:

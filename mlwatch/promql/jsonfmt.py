@@ -18,6 +18,9 @@ from mlwatch.promql.values import Labels
 
 
 def format_value(v: float) -> str:
+    r = repr(v)
+    if "e" not in r and "n" not in r:  # repr is the shortest round-trip form, as Go's 'f' -1
+        return r[:-2] if r.endswith(".0") else r
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
@@ -40,6 +43,17 @@ def _point(t: int, v: float) -> str:
     return f'[{format_ts(t)},"{format_value(v)}"]'
 
 
+def _points(ts: Any, vals: Any) -> str:
+    whole, frac = np.divmod(np.asarray(ts, dtype=np.int64), 1000)
+    if (frac == 0).all() and (whole >= 0).all():
+        stamps = [str(w) for w in whole.tolist()]
+    else:
+        stamps = [format_ts(t) for t in np.asarray(ts).tolist()]
+    fv = format_value
+    return ",".join([f'[{t},"{fv(v)}"]' for t, v in zip(stamps, np.asarray(vals, dtype=np.float64).tolist(),
+                                                         strict=True)])
+
+
 def result_data(res: QueryResult) -> str:
     """The ``data`` object of a successful query, as JSON text."""
     if res.kind == "scalar":
@@ -55,7 +69,7 @@ def result_data(res: QueryResult) -> str:
             parts.append(f'{{"metric":{_metric(labels)},"value":{_point(int(ts[0]), float(vals[0]))}}}')
     else:
         for labels, ts, vals in res.series:
-            points = ",".join(_point(t, v) for t, v in zip(ts.tolist(), np.asarray(vals).tolist(), strict=True))
+            points = _points(ts, vals)
             parts.append(f'{{"metric":{_metric(labels)},"values":[{points}]}}')
     return f'{{"resultType":"{res.kind}","result":[{",".join(parts)}]}}'
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -62,6 +63,8 @@ def _unavailable(exc: StorageUnavailable) -> web.Response:
 
 
 def _describe(exc: ParseError, protobuf: bool) -> str:
+    if exc.message.startswith(("invalid gzip body", "cannot read the body")):
+        return exc.message
     if protobuf:
         return f"protobuf parsing error: {exc.message}"
     if exc.line:
@@ -174,10 +177,13 @@ class PushService(Collector):
         if request.content_length is not None and request.content_length > limit:
             raise BodyTooLarge(f"body larger than max_body_bytes={limit}")
         data = bytearray()
-        async for chunk in request.content.iter_chunked(1 << 16):
-            data += chunk
-            if len(data) > limit:
-                raise BodyTooLarge(f"body larger than max_body_bytes={limit}")
+        try:
+            async for chunk in request.content.iter_chunked(1 << 16):
+                data += chunk
+                if len(data) > limit:
+                    raise BodyTooLarge(f"body larger than max_body_bytes={limit}")
+        except RequestPayloadError as exc:  # e.g. aiohttp inflates gzip itself and failed doing so
+            raise ParseError(f"cannot read the body: {exc.__cause__ or exc}") from None
         body = bytes(data)
         if request.headers.get("Content-Encoding", "").strip().lower() == "gzip" and body[:2] == _GZIP_MAGIC:
             body = gunzip_bounded(body, limit)
@@ -199,18 +205,14 @@ class PushService(Collector):
             stats.count(method, "invalid")
             raise
         protobuf = is_protobuf(request.headers.get("Content-Type"))
+        families: list[MetricFamily] | Exception
         try:
             body = await self._read_body(request)
+            families = parse_protobuf(body) if protobuf else self._text.parse(body)
         except BodyTooLarge as exc:
             stats.count(method, "too_large")
             return web.Response(status=413, text=f"{exc.message}\n")
-        except ParseError as exc:  # a gzip body that does not inflate
-            stats.count(method, "invalid")
-            return web.Response(status=400, text=f"{exc.message}\n")
-        families: list[MetricFamily] | Exception
-        try:
-            families = parse_protobuf(body) if protobuf else self._text.parse(body)
-        except ParseError as exc:
+        except ParseError as exc:  # a body (or its gzip layer) that does not parse: still a failed push
             families = ParseError(_describe(exc, protobuf))
         try:
             await self.source.push(grouping, families, replace=replace, ttl_ms=ttl)

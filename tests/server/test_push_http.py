@@ -172,6 +172,8 @@ async def test_gzip_bodies(client: Client) -> None:
     bomb = gzip.compress(b"x 1\n" * 100_000)
     r = await client.put("/metrics/job/b", data=bomb, headers={"Content-Encoding": "gzip"})
     assert r.status == 413
+    r = await client.put("/metrics/job/c", data=b"\x1f\x8bnot really gzip", headers={"Content-Encoding": "gzip"})
+    assert r.status == 400, await r.text()
 
 
 async def test_protobuf_body(client: Client) -> None:

@@ -1,0 +1,226 @@
+"""``type: http``: scrape one target of a Prometheus-format job, or read numbers from a JSON endpoint.
+
+:class:`ScrapeTarget` behaves like a Prometheus scrape loop for one target: Accept header preferring
+OpenMetrics, ``X-Prometheus-Scrape-Timeout-Seconds``, 200 required, a body size limit; target labels
+attached with ``honor_labels`` semantics, ``metric_relabel_configs`` applied, ``sample_limit`` and
+``label_limit`` failing the scrape whole, and staleness markers for series that disappear or for
+everything after a failed scrape. :class:`JsonTarget` reads ``metrics`` by path from a JSON document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from mlwatch.config import HttpSourceConfig
+from mlwatch.errors import ParseError
+from mlwatch.model import MetricFamily, MetricMeta, MetricType, Sample, SeriesKey
+from mlwatch.sources.base import Collection, SeriesTracker
+from mlwatch.sources.fieldpath import MISSING, FieldPath, to_number
+from mlwatch.sources.openmetrics import is_openmetrics, parse_openmetrics
+from mlwatch.sources.relabel import Relabeler
+from mlwatch.sources.textparse import TextParser
+
+__all__ = ["JsonTarget", "ScrapeError", "ScrapeTarget", "fetch", "target_labels"]
+
+ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PARSE_IN_THREAD_BYTES = 1 << 20  # parse big bodies off the event loop so other targets keep their time
+SessionGetter = Callable[[], aiohttp.ClientSession]
+
+
+class ScrapeError(Exception):
+    """A failed fetch or parse: ``reason`` is the word counted in mlwatch_source_errors_total."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def target_labels(
+    job: str, instance: str, source_labels: dict[str, str], extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """``job`` (the source's name), ``instance``, then the source's ``labels``, then a targets file's labels."""
+    labels = {"job": job, "instance": instance, **source_labels}
+    if extra:
+        labels.update(extra)
+    return labels
+
+
+async def fetch(session: aiohttp.ClientSession, url: str, timeout_s: float, limit: int, accept: str) -> tuple[bytes, str]:
+    """GET ``url``: the body and its Content-Type; ScrapeError on anything but a complete 200 within limits."""
+    headers = {"Accept": accept, "X-Prometheus-Scrape-Timeout-Seconds": f"{timeout_s:g}", "User-Agent": "mlwatch"}
+    try:
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                raise ScrapeError("http_status", f"server returned HTTP status {resp.status} {resp.reason or ''}".rstrip())
+            if resp.content_length is not None and resp.content_length > limit:
+                raise ScrapeError("body_size_limit", f"body size limit exceeded ({resp.content_length} > {limit} bytes)")
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                body += chunk
+                if len(body) > limit:
+                    raise ScrapeError("body_size_limit", f"body size limit exceeded (more than {limit} bytes)")
+            return bytes(body), resp.headers.get("Content-Type", "")
+    except TimeoutError:
+        raise ScrapeError("timeout", f"context deadline exceeded (timeout {timeout_s:g}s)") from None
+    except aiohttp.ClientError as exc:
+        raise ScrapeError("connection", str(exc) or type(exc).__name__) from None
+
+
+class _HttpTarget:
+    def __init__(self, cfg: HttpSourceConfig, url: str, instance: str, session: SessionGetter,
+                 extra_labels: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.job = cfg.name
+        self.instance = instance
+        self.scrape_url = url
+        self.labels = target_labels(cfg.name, instance, cfg.labels, extra_labels)
+        self.interval_ms = cfg.interval
+        self.timeout_ms = cfg.timeout
+        self._session = session
+        self._tracker = SeriesTracker()
+
+    def removed(self, now_ms: int) -> list[Sample]:
+        return self._tracker.all_stale(now_ms)
+
+    async def close(self) -> None:
+        return None
+
+    def _failed(self, now_ms: int, reason: str, message: str) -> Collection:
+        return Collection(
+            samples=self._tracker.stale_for(set(), now_ms),
+            error=message,
+            reason=reason,
+            commit=self._tracker.accept,
+        )
+
+
+class ScrapeTarget(_HttpTarget):
+    """One target of a Prometheus text/OpenMetrics job."""
+
+    def __init__(self, cfg: HttpSourceConfig, url: str, instance: str, session: SessionGetter,
+                 extra_labels: dict[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(cfg, url, instance, session, extra_labels)
+        self._parser = TextParser()
+        self._relabel = Relabeler(cfg.metric_relabel_configs)
+
+    async def collect(self, now_ms: int) -> Collection:
+        cfg = self.cfg
+        try:
+            body, content_type = await fetch(self._session(), self.scrape_url, cfg.timeout / 1000, cfg.body_size_limit, ACCEPT)
+            families = await self._parse(body, content_type)
+        except ScrapeError as exc:
+            return self._failed(now_ms, exc.reason, str(exc))
+        except ParseError as exc:
+            return self._failed(now_ms, "parse", f"parse error: {exc}")
+        except UnicodeDecodeError:
+            return self._failed(now_ms, "parse", "parse error: the body is not valid UTF-8")
+        try:
+            return self._build(families, now_ms)
+        except ScrapeError as exc:
+            return self._failed(now_ms, exc.reason, str(exc))
+
+    async def _parse(self, body: bytes, content_type: str) -> list[MetricFamily]:
+        parse = parse_openmetrics if is_openmetrics(content_type) else self._parser.parse
+        if len(body) > PARSE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(parse, body)
+        return parse(body)
+
+    def _build(self, families: list[MetricFamily], now_ms: int) -> Collection:
+        cfg = self.cfg
+        target = self.labels
+        honor_labels, honor_ts = cfg.honor_labels, cfg.honor_timestamps
+        relabel = self._relabel
+        label_limit, sample_limit = cfg.label_limit, cfg.sample_limit
+        samples: list[Sample] = []
+        meta: dict[str, MetricMeta] = {}
+        seen: set[SeriesKey] = set()
+        scraped = 0
+        for fam in families:
+            meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
+            for s in fam.samples:
+                scraped += 1
+                labels = dict(s.labels)
+                if honor_labels:
+                    for k, v in target.items():
+                        if not labels.get(k):
+                            labels[k] = v
+                else:
+                    for k, v in target.items():
+                        if k in labels:
+                            scraped_value = labels.pop(k)
+                            if scraped_value:
+                                labels["exported_" + k] = scraped_value
+                        labels[k] = v
+                labels["__name__"] = s.name
+                if relabel:
+                    kept = relabel.apply(labels)
+                    if kept is None:
+                        continue
+                    labels = kept
+                name = labels.pop("__name__", "")
+                if not name:
+                    continue  # relabelled away, as Prometheus drops a series without a name
+                if label_limit and len(labels) + 1 > label_limit:
+                    raise ScrapeError("label_limit", f"label_limit exceeded ({len(labels) + 1} labels > {label_limit})")
+                key = SeriesKey.of(name, labels)
+                if s.timestamp_ms is not None and honor_ts:
+                    samples.append(Sample(key, s.timestamp_ms, s.value))
+                else:
+                    samples.append(Sample(key, now_ms, s.value))
+                    seen.add(key)
+        if sample_limit and len(samples) > sample_limit:
+            raise ScrapeError("sample_limit", f"sample_limit exceeded ({len(samples)} samples > {sample_limit})")
+        kept = len(samples)
+        samples += self._tracker.stale_for(seen, now_ms)
+        return Collection(samples=samples, meta=meta, scraped=scraped, kept=kept, commit=self._tracker.accept)
+
+
+class JsonTarget(_HttpTarget):
+    """A JSON endpoint; each configured metric is a number read by path."""
+
+    def __init__(self, cfg: HttpSourceConfig, session: SessionGetter) -> None:
+        assert cfg.url is not None
+        parts = urlsplit(cfg.url)
+        super().__init__(cfg, cfg.url, parts.netloc, session)
+        self._metrics = [(m, FieldPath(m.path)) for m in cfg.metrics]
+
+    async def collect(self, now_ms: int) -> Collection:
+        cfg = self.cfg
+        try:
+            body, _ = await fetch(self._session(), self.scrape_url, cfg.timeout / 1000, cfg.body_size_limit, "application/json")
+        except ScrapeError as exc:
+            return self._failed(now_ms, exc.reason, str(exc))
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return self._failed(now_ms, "parse", f"invalid JSON: {exc}")
+        samples: list[Sample] = []
+        meta: dict[str, MetricMeta] = {}
+        seen: set[SeriesKey] = set()
+        bad: collections.Counter[str] = collections.Counter()
+        rejected: list[str] = []
+        for m, path in self._metrics:
+            value = path.get(doc)
+            number = None if value is MISSING else to_number(value)
+            if number is None:
+                bad["json_path"] += 1
+                what = "no value" if value is MISSING else f"not a number: {orjson.dumps(value)[:100].decode(errors='replace')}"
+                rejected.append(f"{m.name}: path {m.path!r}: {what}")
+                continue
+            key = SeriesKey.of(m.name, {**self.labels, **m.labels})
+            samples.append(Sample(key, now_ms, number))
+            seen.add(key)
+            meta[m.name] = MetricMeta(MetricType(m.type), m.help)
+        kept = len(samples)
+        samples += self._tracker.stale_for(seen, now_ms)
+        return Collection(samples=samples, meta=meta, scraped=len(self._metrics), kept=kept, bad=bad,
+                          rejected=rejected, commit=self._tracker.accept)  # fmt: skip

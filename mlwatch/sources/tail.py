@@ -1,0 +1,293 @@
+"""Rotation-safe tailing of the files a glob matches, with offsets that are committed, not assumed.
+
+Files are known by identity (device, inode) and a fingerprint (their first bytes), so that:
+
+- **rename rotation** (``x.log`` -> ``x.log.1``, new ``x.log``): the old file stays open (or, after a
+  restart, is found again among its siblings by identity) and its unread lines are read first;
+- **copytruncate**: a new file whose first bytes equal a tracked file's is that file's copy and is
+  read only from the tracked offset on; the original, now shorter than its offset, is read again
+  from 0; a file that shrinks without a copy is read from 0 and counted (reason ``truncated``);
+- **vanish and reappear**: a deleted file is read to its end through the open descriptor and then
+  forgotten; a file that appears later (new identity) is read from its beginning;
+- **inode reuse**: a known identity whose first bytes changed is a new file;
+- **partial lines**: a line is returned only once its newline has arrived; a line longer than
+  ``max_line_bytes`` is skipped (reason ``line_too_long``) without being held in memory.
+
+:meth:`Tailer.read` never changes the committed offsets: it returns the lines and the proposed
+:class:`TailState`; the caller makes it current with :meth:`Tailer.commit` once the samples derived
+from those lines are committed, or drops it, and the same lines are read again.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = ["FileState", "ReadResult", "TailState", "Tailer"]
+
+FP_BYTES = 256
+MAX_SIBLINGS = 2000
+Ident = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    path: str
+    dev: int
+    ino: int
+    offset: int  # bytes consumed: always just after a newline (or inside a skipped long line)
+    fp: bytes  # the file's first bytes (up to FP_BYTES) as last seen
+    skipping: bool = False  # inside a line longer than max_line_bytes
+    gone: bool = False  # no longer at a matched path: read to its end, then forgotten
+
+    @property
+    def ident(self) -> Ident:
+        return (self.dev, self.ino)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "dev": self.dev, "ino": self.ino, "offset": self.offset,
+                "fp": self.fp.hex(), "skip": self.skipping, "gone": self.gone}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FileState:
+        return cls(str(d["path"]), int(d["dev"]), int(d["ino"]), int(d["offset"]), bytes.fromhex(d["fp"]),
+                   bool(d.get("skip", False)), bool(d.get("gone", False)))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TailState:
+    files: dict[Ident, FileState] = field(default_factory=dict)
+    started: bool = False  # False only before the very first read (start_at applies then)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"started": self.started, "files": [f.to_json() for f in self.files.values()]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> TailState:
+        if not d:
+            return cls()
+        files = [FileState.from_json(f) for f in d.get("files", [])]
+        return cls({f.ident: f for f in files}, bool(d.get("started", True)))
+
+
+@dataclass(slots=True)
+class ReadResult:
+    lines: list[tuple[bytes, str]]  # (line without its newline, position "fingerprint:offset")
+    state: TailState
+    bad: collections.Counter[str]
+    rejected: list[str]
+    more: bool  # stopped at the byte budget with more to read
+
+
+def _fp_key(fp: bytes) -> str:
+    return fp[:16].hex() if fp else "empty"
+
+
+class Tailer:
+    """Tails every file matching ``pattern``. Not thread-safe; one per log source."""
+
+    def __init__(self, pattern: str, *, start_at_end: bool = False, max_line_bytes: int = 1 << 20,
+                 read_bytes: int = 8 << 20) -> None:  # fmt: skip
+        self.pattern = pattern
+        self.start_at_end = start_at_end
+        self.max_line_bytes = max_line_bytes
+        self.read_bytes = read_bytes
+        self.state = TailState()
+        self._fds: dict[Ident, int] = {}
+
+    # ---------------------------------------------------------------- state
+    def restore(self, state: TailState) -> None:
+        self.state = state
+
+    def commit(self, state: TailState) -> None:
+        self.state = state
+        for ident in list(self._fds):
+            if ident not in state.files:
+                os.close(self._fds.pop(ident))
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    # ---------------------------------------------------------------- files
+    def _open(self, path: str, ident: Ident) -> int | None:
+        fd = self._fds.get(ident)
+        if fd is not None:
+            return fd
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:  # replaced between stat and open
+            os.close(fd)
+            return None
+        self._fds[ident] = fd
+        return fd
+
+    @staticmethod
+    def _head(fd: int) -> bytes:
+        try:
+            return os.pread(fd, FP_BYTES, 0)
+        except OSError:
+            return b""
+
+    def _matched(self) -> dict[Ident, str]:
+        out: dict[Ident, str] = {}
+        for path in sorted(glob.glob(self.pattern)):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if os.path.isfile(path):
+                out.setdefault((st.st_dev, st.st_ino), path)
+        return out
+
+    def _find_sibling(self, f: FileState) -> str | None:
+        """After a restart, where a rotated-away file went (same identity and first bytes)."""
+        directory = os.path.dirname(f.path) or "."
+        base = os.path.basename(f.path)
+        stem = base.split(".")[0]
+        try:
+            names = sorted(os.listdir(directory))[:MAX_SIBLINGS]
+        except OSError:
+            return None
+        for name in names:
+            if not name.startswith(stem):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == f.ident:
+                return path
+        return None
+
+    # ---------------------------------------------------------------- reading
+    def read(self) -> ReadResult:
+        """New complete lines of every file, rotated-away files first, up to the byte budget."""
+        bad: collections.Counter[str] = collections.Counter()
+        rejected: list[str] = []
+        matched = self._matched()
+        files: dict[Ident, FileState] = {}
+        first = not self.state.started
+        # Known files: still there, moved away, truncated or replaced.
+        for ident, f in self.state.files.items():
+            path = matched.get(ident)
+            if path is None:
+                if ident not in self._fds:
+                    found = self._find_sibling(f)
+                    if found is None or self._open(found, ident) is None:
+                        continue  # gone for good: forget it
+                    path = found
+                files[ident] = replace(f, gone=True, path=path or f.path)
+                continue
+            fd = self._open(path, ident)
+            if fd is None:
+                continue
+            head = self._head(fd)
+            n = min(len(head), len(f.fp))
+            if head[:n] != f.fp[:n]:
+                files[ident] = FileState(path, *ident, 0, head)  # same inode, other content: a new file
+                continue
+            size = os.fstat(fd).st_size
+            if size < f.offset:
+                if not any(g.fp == f.fp and g.ident != ident for g in self.state.files.values()):
+                    bad["truncated"] += 1
+                files[ident] = FileState(path, *ident, 0, head)
+                continue
+            files[ident] = replace(f, path=path, gone=False)
+        # New files: a copy of a tracked file (copytruncate) starts where the original is.
+        originals = {f.fp: f for f in files.values() if len(f.fp) == FP_BYTES}
+        for ident, path in matched.items():
+            if ident in files:
+                continue
+            fd = self._open(path, ident)
+            if fd is None:
+                continue
+            head = self._head(fd)
+            size = os.fstat(fd).st_size
+            original = originals.get(head) if len(head) == FP_BYTES else None
+            if original is not None:
+                offset = min(original.offset, size)
+            elif first and self.start_at_end:
+                offset = size
+            else:
+                offset = 0
+            files[ident] = FileState(path, *ident, offset, head)
+        # Read: rotated-away files first (their lines are older), then by path.
+        lines: list[tuple[bytes, str]] = []
+        budget = self.read_bytes
+        more = False
+        order = sorted(files.values(), key=lambda f: (not f.gone, f.path))
+        for f in order:
+            fd = self._fds.get(f.ident)
+            if fd is None:
+                continue
+            if budget <= 0:
+                more = True
+                break
+            new, used, exhausted = self._read_file(fd, f, budget, lines, bad, rejected)
+            budget -= used
+            if new.gone and exhausted:
+                del files[f.ident]
+            else:
+                files[f.ident] = new
+            if not exhausted:
+                more = True
+        return ReadResult(lines, TailState(files, True), bad, rejected, more)
+
+    def _read_file(self, fd: int, f: FileState, budget: int, lines: list[tuple[bytes, str]],
+                   bad: collections.Counter[str], rejected: list[str]) -> tuple[FileState, int, bool]:  # fmt: skip
+        offset, skipping, fp = f.offset, f.skipping, f.fp
+        used = 0
+        limit = self.max_line_bytes
+        while used < budget:
+            chunk = os.pread(fd, max(min(budget - used, 8 << 20), limit + 1), offset)
+            if not chunk:
+                break
+            used += len(chunk)
+            if len(fp) < FP_BYTES and offset < FP_BYTES:
+                fp = self._head(fd)
+            end = chunk.rfind(b"\n")
+            if end == -1:
+                if len(chunk) > limit or skipping:
+                    if not skipping:
+                        bad["line_too_long"] += 1
+                        rejected.append(chunk[:200].decode("utf-8", "replace"))
+                    skipping = True
+                    offset += len(chunk)
+                    continue
+                break  # a partial line: wait for its newline
+            body = chunk[: end + 1]
+            start = 0
+            if skipping:
+                start = body.find(b"\n") + 1
+                skipping = False
+            key = _fp_key(fp)
+            pos = offset + start
+            for raw in body[start:].split(b"\n")[:-1]:
+                if len(raw) > limit:
+                    bad["line_too_long"] += 1
+                    rejected.append(raw[:200].decode("utf-8", "replace"))
+                else:
+                    lines.append((raw, f"{key}:{pos}"))
+                pos += len(raw) + 1
+            offset += end + 1
+            if end + 1 < len(chunk):
+                used -= len(chunk) - end - 1  # the partial rest is read again next time
+        size = os.fstat(fd).st_size
+        exhausted = offset >= size or (not skipping and _no_newline_after(fd, offset, size, limit))
+        return replace(f, offset=offset, skipping=skipping, fp=fp), used, exhausted
+
+
+def _no_newline_after(fd: int, offset: int, size: int, limit: int) -> bool:
+    """True when only a partial line (shorter than the limit) remains after ``offset``."""
+    if size - offset > limit:
+        return False
+    return b"\n" not in os.pread(fd, size - offset, offset)

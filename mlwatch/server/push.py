@@ -37,7 +37,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -182,7 +181,7 @@ class PushService(Collector):
                 data += chunk
                 if len(data) > limit:
                     raise BodyTooLarge(f"body larger than max_body_bytes={limit}")
-        except RequestPayloadError as exc:  # e.g. aiohttp inflates gzip itself and failed doing so
+        except web.RequestPayloadError as exc:  # e.g. aiohttp inflates gzip itself and failed doing so
             raise ParseError(f"cannot read the body: {exc.__cause__ or exc}") from None
         body = bytes(data)
         if request.headers.get("Content-Encoding", "").strip().lower() == "gzip" and body[:2] == _GZIP_MAGIC:

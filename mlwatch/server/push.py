@@ -32,7 +32,8 @@ long after this push; ``ttl=0s`` keeps it despite ``push.default_ttl``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -42,13 +43,23 @@ from prometheus_client.registry import Collector
 
 from mlwatch import __version__
 from mlwatch.errors import ParseError, PushError, StorageError, StorageUnavailable
-from mlwatch.model import MetricFamily, format_duration_ms, parse_duration_ms
+from mlwatch.model import FamilySample, MetricFamily, MetricType, format_duration_ms, parse_duration_ms
 from mlwatch.sources.protoparse import BodyTooLarge, gunzip_bounded, is_protobuf, parse_protobuf
-from mlwatch.sources.push import GroupNotFound, PushSource, PushStats, parse_grouping_path, rfc3339
-from mlwatch.sources.textparse import TextParser
+from mlwatch.sources.push import (
+    PUSH_FAILURE_TIME,
+    PUSH_FAILURE_TIME_HELP,
+    PUSH_TIME,
+    PUSH_TIME_HELP,
+    GroupNotFound,
+    PushGroup,
+    PushSource,
+    PushStats,
+    parse_grouping_path,
+)
+from mlwatch.sources.textparse import TextParser, go_float, parse_go_float
 from mlwatch.storage.writer import PushGroupRecord, SeriesLimitExceeded, Writer
 
-__all__ = ["PushService"]
+__all__ = ["PushService", "api_metrics", "rfc3339"]
 
 RETRY_AFTER_SECONDS = 5
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -249,7 +260,7 @@ class PushService(Collector):
         return web.Response(status=202)
 
     async def _api_metrics(self, _request: web.Request) -> web.Response:
-        return self._json({"status": "success", "data": self.source.api_metrics()})
+        return self._json({"status": "success", "data": api_metrics(self.source.groups)})
 
     async def _api_status(self, _request: web.Request) -> web.Response:
         ttl = self.source.default_ttl_ms
@@ -271,3 +282,66 @@ class PushService(Collector):
     @staticmethod
     def _json(payload: dict[str, Any]) -> web.Response:
         return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+# ---------------------------------------------------------------- Pushgateway's JSON API
+
+
+def rfc3339(t: float) -> str:
+    """Go's time.Time JSON form (RFC 3339 with nanoseconds, trailing zeros trimmed), in UTC."""
+    ns = round(t * 1e9)
+    sec, frac = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
+
+
+def api_metrics(groups: Mapping[str, PushGroup]) -> list[dict[str, Any]]:
+    """The ``data`` of Pushgateway's ``GET /api/v1/metrics``, groups sorted by key."""
+    out = []
+    for key in sorted(groups):
+        g = groups[key]
+        entry: dict[str, Any] = {"labels": dict(g.labels), "last_push_successful": g.failure_time <= g.push_time}
+        labels = g.exposed_labels
+        for name, fam, t in [
+            *((n, f, g.family_times.get(n, g.push_time)) for n, f in g.families.items()),
+            (PUSH_TIME, MetricFamily(PUSH_TIME, MetricType.GAUGE, PUSH_TIME_HELP,
+                                     samples=[FamilySample(PUSH_TIME, labels, g.push_time)]),
+             g.family_times.get(PUSH_TIME, g.push_time)),
+            (PUSH_FAILURE_TIME, MetricFamily(PUSH_FAILURE_TIME, MetricType.GAUGE, PUSH_FAILURE_TIME_HELP,
+                                             samples=[FamilySample(PUSH_FAILURE_TIME, labels, g.failure_time)]),
+             g.family_times.get(PUSH_FAILURE_TIME, g.push_time)),
+        ]:
+            item: dict[str, Any] = {"time_stamp": rfc3339(t), "type": fam.type.name}
+            if fam.help:
+                item["help"] = fam.help
+            item["metrics"] = _api_metrics(fam)
+            entry[name] = item
+        out.append(dict(sorted(entry.items())))  # Go marshals maps with sorted keys
+    return out
+
+
+def _api_metrics(fam: MetricFamily) -> list[dict[str, Any]]:
+    """Pushgateway's JSON form of one family's series (maps with sorted keys, values as strings)."""
+    if fam.type is not MetricType.HISTOGRAM and fam.type is not MetricType.SUMMARY:
+        return [{"labels": dict(sorted(s.labels.items())), "value": go_float(s.value)} for s in fam.samples]
+    hist = fam.type is MetricType.HISTOGRAM
+    special = "le" if hist else "quantile"
+    out: list[dict[str, Any]] = []
+    parts: dict[str, str] = {}
+    total = 0.0
+    for s in fam.samples:
+        if s.name == fam.name + "_sum":
+            total = s.value
+        elif s.name == fam.name + "_count":
+            item = {
+                "buckets" if hist else "quantiles": dict(sorted(parts.items())),
+                "count": str(int(s.value)),
+                "labels": dict(sorted(s.labels.items())),
+                "sum": go_float(total),
+            }
+            out.append(dict(sorted(item.items())))
+            parts = {}
+        else:
+            bound = go_float(parse_go_float(s.labels[special]))
+            parts[bound] = str(int(s.value)) if hist else go_float(s.value)
+    return out

@@ -50,8 +50,6 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 from mlwatch.errors import ParseError, PushError
 from mlwatch.model import (
@@ -66,7 +64,7 @@ from mlwatch.model import (
     Sample,
     SeriesKey,
 )
-from mlwatch.sources.textparse import format_float, go_float, parse_go_float
+from mlwatch.sources.textparse import format_float, parse_go_float
 from mlwatch.storage.writer import PushGroupRecord, WriteBatch, Writer, WriteResult
 
 log = logging.getLogger(__name__)
@@ -81,7 +79,6 @@ __all__ = [
     "group_key",
     "normalise",
     "parse_grouping_path",
-    "rfc3339",
 ]
 
 
@@ -435,14 +432,6 @@ class PushGroup:
         )
 
 
-def rfc3339(t: float) -> str:
-    """Go's time.Time JSON form (RFC 3339 with nanoseconds, trailing zeros trimmed), in UTC."""
-    ns = round(t * 1e9)
-    sec, frac = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
-
-
 @dataclass
 class PushStats:
     """Counters for self-metrics: pushes by method and outcome."""
@@ -772,54 +761,3 @@ class PushSource:
             merged[PUSH_TIME] = push_time
             merged[PUSH_FAILURE_TIME] = failure_time
         return list(merged.values())
-
-    def api_metrics(self) -> list[dict[str, Any]]:
-        """The ``data`` of Pushgateway's ``GET /api/v1/metrics``, groups sorted by key."""
-        out = []
-        for key in sorted(self._groups):
-            g = self._groups[key]
-            entry: dict[str, Any] = {"labels": dict(g.labels), "last_push_successful": g.failure_time <= g.push_time}
-            labels = g.exposed_labels
-            for name, fam, t in [
-                *((n, f, g.family_times.get(n, g.push_time)) for n, f in g.families.items()),
-                (PUSH_TIME, MetricFamily(PUSH_TIME, MetricType.GAUGE, PUSH_TIME_HELP,
-                                         samples=[FamilySample(PUSH_TIME, labels, g.push_time)]),
-                 g.family_times.get(PUSH_TIME, g.push_time)),
-                (PUSH_FAILURE_TIME, MetricFamily(PUSH_FAILURE_TIME, MetricType.GAUGE, PUSH_FAILURE_TIME_HELP,
-                                                 samples=[FamilySample(PUSH_FAILURE_TIME, labels, g.failure_time)]),
-                 g.family_times.get(PUSH_FAILURE_TIME, g.push_time)),
-            ]:
-                item: dict[str, Any] = {"time_stamp": rfc3339(t), "type": fam.type.name}
-                if fam.help:
-                    item["help"] = fam.help
-                item["metrics"] = _api_metrics(fam)
-                entry[name] = item
-            out.append(dict(sorted(entry.items())))  # Go marshals maps with sorted keys
-        return out
-
-
-def _api_metrics(fam: MetricFamily) -> list[dict[str, Any]]:
-    """Pushgateway's JSON form of one family's series (maps with sorted keys, values as strings)."""
-    if fam.type is not MetricType.HISTOGRAM and fam.type is not MetricType.SUMMARY:
-        return [{"labels": dict(sorted(s.labels.items())), "value": go_float(s.value)} for s in fam.samples]
-    hist = fam.type is MetricType.HISTOGRAM
-    special = "le" if hist else "quantile"
-    out: list[dict[str, Any]] = []
-    parts: dict[str, str] = {}
-    total = 0.0
-    for s in fam.samples:
-        if s.name == fam.name + "_sum":
-            total = s.value
-        elif s.name == fam.name + "_count":
-            item = {
-                "buckets" if hist else "quantiles": dict(sorted(parts.items())),
-                "count": str(int(s.value)),
-                "labels": dict(sorted(s.labels.items())),
-                "sum": go_float(total),
-            }
-            out.append(dict(sorted(item.items())))
-            parts = {}
-        else:
-            bound = go_float(parse_go_float(s.labels[special]))
-            parts[bound] = str(int(s.value)) if hist else go_float(s.value)
-    return out

@@ -102,7 +102,7 @@ def serve_mlwatch(db: str, port: int) -> None:  # runs in the child process
 
 
 def query(base: str, expr: str, start: int, end: int, step: int) -> tuple[float, int]:
-    qs = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
+    qs = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step, "nocache": 1})
     t0 = time.perf_counter()
     with urllib.request.urlopen(f"{base}/api/v1/query_range?{qs}", timeout=120) as r:
         body = json.loads(r.read())

@@ -75,6 +75,8 @@ def parse_series(line: str) -> tuple[SeriesKey, str]:
         sel, rest = line[: brace + 1], line[brace + 1 :]
     else:
         sel, rest = line.split(None, 1)
+    if sel.strip() == "{}":
+        return SeriesKey(""), rest.strip()
     node = pp.parse(sel)
     labels = {m.name: m.value for m in node.matchers.matchers}
     name = node.name or labels.pop("__name__", "")

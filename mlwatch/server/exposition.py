@@ -22,17 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mlwatch.model import MetricFamily
+from mlwatch.model import MetricFamily, format_series
 from mlwatch.sources.push import exposed_samples
 from mlwatch.sources.textparse import format_float
 
 __all__ = ["render", "render_family"]
-
-
-def _escape_value(v: str) -> str:
-    if "\\" in v or '"' in v or "\n" in v:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return v
 
 
 def _escape_help(h: str) -> str:
@@ -41,23 +35,16 @@ def _escape_help(h: str) -> str:
     return h
 
 
-def _render_labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    parts = [f'{k}="{_escape_value(labels[k])}"' for k in sorted(labels)]
-    return "{" + ",".join(parts) + "}"
-
-
 def render_family(family: MetricFamily, out: list[str]) -> None:
+    """Append the text of one normalised family to ``out``."""
     if not family.samples:
         return  # client_golang drops families without metrics
     if family.help:
         out.append(f"# HELP {family.name} {_escape_help(family.help)}\n")
     out.append(f"# TYPE {family.name} {family.type.value}\n")
     for s in exposed_samples(family):
-        text = _render_labels(s.labels)
         ts = "" if s.timestamp_ms is None else f" {s.timestamp_ms}"
-        out.append(f"{s.name}{text} {format_float(s.value)}{ts}\n")
+        out.append(f"{format_series(s.name, sorted(s.labels.items()))} {format_float(s.value)}{ts}\n")
 
 
 def render(families: Iterable[MetricFamily]) -> bytes:

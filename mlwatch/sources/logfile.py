@@ -185,16 +185,16 @@ class LineMetrics:
                     r = self._observe(m, key, fields)
                     if r is None:
                         m.touched[key] = max(event.ts_ms, m.touched.get(key, event.ts_ms))
-                    else:
+                    elif reason is None or reason == "missing_field":
                         reason = r
                     continue
-                reason = "missing_field"
+                reason = reason or "missing_field"
                 continue
             r = self._observe(m, (), fields)
             if r is None:
                 m.touched[()] = max(event.ts_ms, m.touched.get((), event.ts_ms))
-            else:
-                reason = r
+            elif reason is None or reason == "missing_field":
+                reason = r  # the most telling reason of the line is counted
         return reason
 
     @staticmethod

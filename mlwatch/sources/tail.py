@@ -176,6 +176,7 @@ class Tailer:
         matched = self._matched()
         files: dict[Ident, FileState] = {}
         first = not self.state.started
+        restarted: list[FileState] = []
         # Known files: still there, moved away, truncated or replaced.
         for ident, f in self.state.files.items():
             path = matched.get(ident)
@@ -192,18 +193,17 @@ class Tailer:
                 continue
             head = self._head(fd)
             n = min(len(head), len(f.fp))
-            if head[:n] != f.fp[:n]:
-                files[ident] = FileState(path, *ident, 0, head)  # same inode, other content: a new file
-                continue
             size = os.fstat(fd).st_size
-            if size < f.offset:
-                if not any(g.fp == f.fp and g.ident != ident for g in self.state.files.values()):
-                    bad["truncated"] += 1
+            if head[:n] != f.fp[:n] or size < f.offset:
+                # Truncated (copytruncate, or shrunk) or rewritten in place: read it again from 0.
+                restarted.append(f)
                 files[ident] = FileState(path, *ident, 0, head)
                 continue
             files[ident] = replace(f, path=path, gone=False)
         # New files: a copy of a tracked file (copytruncate) starts where the original is.
-        originals = {f.fp: f for f in files.values() if len(f.fp) == FP_BYTES}
+        originals = {f.fp: f for f in self.state.files.values() if len(f.fp) == FP_BYTES}
+        copied: set[bytes] = set()
+        older: set[Ident] = set()  # copies made by copytruncate: their lines come before the original's
         for ident, path in matched.items():
             if ident in files:
                 continue
@@ -215,16 +215,21 @@ class Tailer:
             original = originals.get(head) if len(head) == FP_BYTES else None
             if original is not None:
                 offset = min(original.offset, size)
+                copied.add(head)
+                older.add(ident)
             elif first and self.start_at_end:
                 offset = size
             else:
                 offset = 0
             files[ident] = FileState(path, *ident, offset, head)
+        bad["truncated"] += sum(1 for f in restarted if f.fp not in copied)
+        if not bad["truncated"]:
+            del bad["truncated"]
         # Read: rotated-away files first (their lines are older), then by path.
         lines: list[tuple[bytes, str]] = []
         budget = self.read_bytes
         more = False
-        order = sorted(files.values(), key=lambda f: (not f.gone, f.path))
+        order = sorted(files.values(), key=lambda f: (not (f.gone or f.ident in older), f.path))
         for f in order:
             fd = self._fds.get(f.ident)
             if fd is None:

@@ -94,9 +94,13 @@ class PushService(Collector):
         default_ttl_ms: int | None,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
+        declared_type: Callable[[str], MetricType | None] = lambda _name: None,
     ) -> None:
+        """``declared_type(name)``: the type the config's sources give a metric name, if any
+        (e.g. ``{d.name: d.type for d in config.metric_declarations()}.get``); pushes of another
+        type are refused like a conflict between groups."""
         self.source = PushSource(writer, accept_timestamps=accept_timestamps, default_ttl_ms=default_ttl_ms,
-                                 clock=clock)
+                                 clock=clock, declared_type=declared_type)
         self.sample_interval_ms = sample_interval_ms
         self.max_body_bytes = max_body_bytes
         self._clock = clock
@@ -110,9 +114,12 @@ class PushService(Collector):
         self.source.restore(records)
 
     def reconfigure(
-        self, *, sample_interval_ms: int, accept_timestamps: bool, default_ttl_ms: int | None, max_body_bytes: int
+        self, *, sample_interval_ms: int, accept_timestamps: bool, default_ttl_ms: int | None, max_body_bytes: int,
+        declared_type: Callable[[str], MetricType | None] | None = None,
     ) -> None:
         """Apply a reloaded config; existing groups keep their expiry until their next push."""
+        if declared_type is not None:
+            self.source.declared_type = declared_type
         self.sample_interval_ms = sample_interval_ms
         self.source.accept_timestamps = accept_timestamps
         self.source.default_ttl_ms = default_ttl_ms

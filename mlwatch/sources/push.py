@@ -12,8 +12,8 @@ push does, as the real Pushgateway 1.5.1 does it (compared with the binary):
 * Histograms and summaries are stored as client_golang holds them: one series per label set
   (``le``/``quantile`` set aside on *every* sample of the family), buckets and quantiles in
   pushed order, ``_sum`` and ``_count`` defaulting to 0, counts converted to uint64 as Go does.
-* Consistency, checked on the group's new content together with every other group's: one type
-  per metric name, no ``x_count``/``x_sum``/``x_bucket`` next to a histogram or summary ``x``, no
+* Consistency, checked on the group's new content together with every other group's (and the
+  types the config gives metric names, ``declared_type``): one type per metric name, no ``x_count``/``x_sum``/``x_bucket`` next to a histogram or summary ``x``, no
   duplicate series, valid names, no ``__`` label names. A refused push stores nothing but the
   group's failure time (a group that did not exist is created empty, with push_time 0, as
   Pushgateway does) and answers 400.
@@ -465,12 +465,14 @@ class PushSource:
 
     def __init__(
         self, writer: Writer, *, accept_timestamps: bool = True, default_ttl_ms: int | None = None,
-        clock: Clock = time.time,
+        clock: Clock = time.time, declared_type: Callable[[str], MetricType | None] = lambda _name: None,
     ) -> None:
         self._writer = writer
         self.accept_timestamps = accept_timestamps
         self.default_ttl_ms = default_ttl_ms
         self._clock = clock
+        self.declared_type = declared_type
+        """The type other parts of mlwatch (the config's sources) give a metric name, if any."""
         self._groups: dict[str, PushGroup] = {}  # committed
         self._heads: dict[str, PushGroup] = {}  # newest submitted (committed or in flight)
         self._seq = 0
@@ -549,7 +551,9 @@ class PushSource:
 
         def type_of(name: str) -> MetricType | None:
             fam = families.get(name)
-            return fam.type if fam is not None else self._type_elsewhere(name, key)
+            if fam is not None:
+                return fam.type
+            return self._type_elsewhere(name, key) or self.declared_type(name)
 
         owner_of = self._series_owner.get
         for name, fam in families.items():
@@ -557,6 +561,12 @@ class PushSource:
             if known is not None and known is not fam.type:
                 raise PushError(
                     f"{_INVALID}metric {name!r} is already pushed as {known.value} by another group, "
+                    f"not {fam.type.value}"
+                )
+            declared = self.declared_type(name)
+            if declared is not None and declared is not fam.type:
+                raise PushError(
+                    f"{_INVALID}metric {name!r} is a {declared.value} in mlwatch's configuration, "
                     f"not {fam.type.value}"
                 )
             problem = _suffix_collisions(name, fam.type, type_of)

@@ -487,3 +487,15 @@ async def test_help_of_a_family_shared_by_groups(source: PushSource) -> None:
     await source.push({"job": "c"}, parse_text("# HELP x third\nx 3\n"), replace=True)
     (x,) = [f for f in source.families() if f.name == "x"]
     assert x.help == "second" and len(x.samples) == 3
+
+
+async def test_types_declared_by_the_config(writer: Writer, clock) -> None:
+    declared = {"ai_model_latency_seconds": MetricType.HISTOGRAM, "ai_model_accuracy": MetricType.GAUGE}
+    src = PushSource(writer, clock=clock, declared_type=declared.get)
+    with pytest.raises(PushError, match="is a gauge in mlwatch's configuration"):
+        await src.push({"job": "a"}, parse_text("# TYPE ai_model_accuracy counter\nai_model_accuracy 1\n"),
+                       replace=True)
+    with pytest.raises(PushError, match="collides with previously collected histogram"):
+        await src.push({"job": "a"}, parse_text("ai_model_latency_seconds_count 1\n"), replace=True)
+    await src.push({"job": "a"}, parse_text("# TYPE ai_model_accuracy gauge\nai_model_accuracy 1\n"),
+                   replace=True)

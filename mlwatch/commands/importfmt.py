@@ -160,9 +160,9 @@ def _csv_time(text: str) -> int:
         return round(float(t) * 1000)
     except ValueError:
         pass
-    stamp = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    stamp = dt.datetime.fromisoformat(t)
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+        stamp = stamp.replace(tzinfo=dt.UTC)
     return round(stamp.timestamp() * 1000)
 
 

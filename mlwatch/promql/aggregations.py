@@ -13,7 +13,7 @@ import numpy as np
 
 from mlwatch.model import LABEL_NAME_RE
 from mlwatch.promql.errors import BadQuery, ExecutionError
-from mlwatch.promql.values import NAME, F64, Bools, InstantVector, Labels, Scalar, StringValue, merge_same_labels
+from mlwatch.promql.values import F64, NAME, Bools, InstantVector, Labels, Scalar, StringValue, merge_same_labels
 
 SIMPLE = {"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"}
 
@@ -70,6 +70,10 @@ def aggregate(op: str, modifier: Any, param: Any, vec: InstantVector) -> Instant
 
 
 def _simple(op: str, V: F64, P: Bools, n: Any) -> F64:
+    return np.asarray(_simple_any(op, V, P, n), dtype=np.float64)
+
+
+def _simple_any(op: str, V: F64, P: Bools, n: Any) -> Any:
     if op == "count":
         return n.astype(np.float64)
     if op == "group":
@@ -131,7 +135,7 @@ def _topk(vec: InstantVector, modifier: Any, k_values: F64, *, bottom: bool) -> 
         bad = k_values[np.isnan(k_values) | (np.abs(k_values) >= 2**63)][0]
         raise ExecutionError(f"Scalar value {bad} overflows int64")
     ks = np.trunc(k_values).astype(np.int64)
-    keys, members = _groups(vec, modifier)
+    _keys, members = _groups(vec, modifier)
     present = np.zeros_like(vec.present)
     for rows in members:
         V = vec.values[rows]

@@ -14,8 +14,8 @@ import numpy as np
 
 from mlwatch.promql.errors import BadQuery, ExecutionError
 from mlwatch.promql.values import (
-    NAME,
     F64,
+    NAME,
     Bools,
     InstantVector,
     Labels,
@@ -52,6 +52,10 @@ def arith(op: str, a: F64, b: F64) -> F64:
 
 
 def compare(op: str, a: F64, b: F64) -> Bools:
+    return np.asarray(_compare(op, a, b), dtype=bool)
+
+
+def _compare(op: str, a: F64, b: F64) -> Any:
     with np.errstate(invalid="ignore"):
         if op == "==":
             return a == b
@@ -71,7 +75,7 @@ def evaluate(node: Any, lhs: Any, rhs: Any) -> Scalar | InstantVector:
     mod = node.modifier
     return_bool = bool(mod is not None and mod.return_bool)
     if isinstance(lhs, StringValue) or isinstance(rhs, StringValue):
-        raise BadQuery(f"binary expression must contain only scalar and instant vector types")
+        raise BadQuery("binary expression must contain only scalar and instant vector types")
     if isinstance(lhs, Scalar) and isinstance(rhs, Scalar):
         if op in COMPARE:
             return Scalar(compare(op, lhs.values, rhs.values).astype(np.float64))

@@ -13,7 +13,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import promql_parser as pp
@@ -35,7 +35,7 @@ from mlwatch.promql.values import (
 Value = Scalar | StringValue | InstantVector | RangeVector
 
 _MATCH_OPS = {"Equal": MatchOp.EQ, "NotEqual": MatchOp.NE, "Re": MatchOp.RE, "NotRe": MatchOp.NRE}
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MAX_POINTS = 11_000
 
 
@@ -212,15 +212,14 @@ class _Evaluator:
             self.check_points(out)
             return out
         if isinstance(node, pp.Call):
-            out = functions.call(self, node, T)
-            self.check_points(out)
-            return out
+            result: Value = functions.call(self, node, T)
+            self.check_points(result)
+            return result
         raise Unsupported(f"expression {type(node).__name__}")
 
     def check_points(self, value: Value) -> None:
-        if isinstance(value, InstantVector):
-            if self.samples + int(value.present.sum()) > self.opts.max_samples:
-                raise TooManySamples()
+        if isinstance(value, InstantVector) and self.samples + int(value.present.sum()) > self.opts.max_samples:
+            raise TooManySamples()
 
     # ------------------------------------------------------------ time references
     def ref_times(self, node: Any, T: I64) -> I64:
@@ -264,7 +263,8 @@ class _Evaluator:
         return out
 
     @staticmethod
-    def _locate(rows: list[tuple[Labels, I64, Any]], targets: I64, lo_bound: int, side: str) -> Any:
+    def _locate(rows: list[tuple[Labels, I64, Any]], targets: I64, lo_bound: int,
+                side: Literal["left", "right"]) -> Any:
         """``searchsorted`` of ``targets`` in every row's timestamps at once: (series, steps) indices into
         the concatenated samples, and the offset where each row starts."""
         lengths = np.fromiter((len(r[1]) for r in rows), np.int64, len(rows))

@@ -83,7 +83,7 @@ def _range_apply(rv: RangeVector, fn: Callable[..., tuple[F64, Any]], *, min_sam
 
 
 def _last(V: F64, C: Any) -> F64:
-    return V[np.arange(len(C)), np.maximum(C - 1, 0)]
+    return np.asarray(V[np.arange(len(C)), np.maximum(C - 1, 0)], dtype=np.float64)
 
 
 def _extrapolated(rv: RangeVector, *, counter: bool, rate: bool) -> InstantVector:
@@ -473,11 +473,11 @@ def _bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
         else:
             merged.append([bound, count])
     top = -math.inf
-    for b in merged:
-        if b[1] > top:
-            top = b[1]
-        elif b[1] < top:
-            b[1] = top
+    for bucket in merged:
+        if bucket[1] > top:
+            top = bucket[1]
+        elif bucket[1] < top:
+            bucket[1] = top
     if len(merged) < 2:
         return math.nan
     observations = merged[-1][1]
@@ -524,7 +524,7 @@ def call(ev: _Evaluator, node: Any, T: I64) -> Any:
     if name not in SUPPORTED:
         raise Unsupported(f"function {name}()")
     raw = list(node.args)
-    args = [ev.eval(a, T) for a in raw]
+    args: list[Any] = [ev.eval(a, T) for a in raw]
     steps = len(T)
     if name in ("rate", "increase", "delta"):
         return _extrapolated(args[0], counter=name != "delta", rate=name == "rate")
@@ -543,12 +543,12 @@ def call(ev: _Evaluator, node: Any, T: I64) -> Any:
     if name == "absent_over_time":
         rv: RangeVector = args[0]
         any_ = np.zeros(steps, bool)
-        for lo, hi in zip(rv.lo, rv.hi, strict=True):
-            any_ |= hi > lo
+        for w_lo, w_hi in zip(rv.lo, rv.hi, strict=True):
+            any_ |= w_hi > w_lo
         return InstantVector([_absent_labels(raw[0])], np.ones((1, steps)), ~any_[None, :]).compact()
     if name == "absent":
         vec: InstantVector = args[0]
-        any_ = vec.present.any(axis=0) if len(vec.labels) else np.zeros(steps, bool)
+        any_ = np.asarray(vec.present.any(axis=0)) if len(vec.labels) else np.zeros(steps, bool)
         return InstantVector([_absent_labels(raw[0])], np.ones((1, steps)), ~any_[None, :]).compact()
     if name in MATH:
         return _map(args[0], MATH[name])

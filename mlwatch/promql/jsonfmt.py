@@ -20,7 +20,7 @@ from mlwatch.promql.values import Labels
 def format_value(v: float) -> str:
     r = repr(v)
     if "e" not in r and "n" not in r:  # repr is the shortest round-trip form, as Go's 'f' -1
-        return r[:-2] if r.endswith(".0") else r
+        return r.removesuffix(".0")
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):

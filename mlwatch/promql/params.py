@@ -38,12 +38,12 @@ def parse_time(text: str, *, now_ms: int | None = None) -> int:
         frac = round((f - whole) * 1000)
         return int(whole) * 1000 + frac
     try:
-        stamp = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+        stamp = dt.datetime.fromisoformat(t)
     except ValueError:
         raise BadQuery(f"cannot parse {text!r} to a valid timestamp") from None
     if stamp.tzinfo is None:
         raise BadQuery(f"cannot parse {text!r} to a valid timestamp")
-    delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 

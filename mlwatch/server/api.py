@@ -92,8 +92,8 @@ class PrometheusApi:
             out.setdefault(k, []).append(v)
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
             form = await request.post()
-            for k, v in form.items():
-                out.setdefault(k, []).append(str(v))
+            for k, fv in form.items():
+                out.setdefault(k, []).append(str(fv))
         return out
 
     def _now_ms(self) -> int:

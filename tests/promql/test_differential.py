@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlwatch.commands.importer import import_command
+from mlwatch.errors import QueryError
 from mlwatch.promql.engine import Engine, EngineOptions
 from mlwatch.promql.errors import error_type
-from mlwatch.errors import QueryError
 from mlwatch.promql.jsonfmt import error_body, success_body
 from mlwatch.storage.database import make_engine
 from mlwatch.storage.reader import Reader
@@ -131,7 +130,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def ours(eng: Engine, expr: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
         if "time" in params:
-            res = eng.instant(expr, int(round(params["time"] * 1000)))
+            res = eng.instant(expr, round(params["time"] * 1000))
         else:
             res = eng.range(expr, int(params["start"] * 1000), int(params["end"] * 1000), int(params["step"] * 1000))
         return json.loads(success_body(res))

@@ -168,6 +168,34 @@ class Tailer:
                 return path
         return None
 
+    def _find_copy(self, f: FileState, files: dict[Ident, FileState]) -> FileState | None:
+        """The copy copytruncate made of ``f`` (same first bytes, at least as long as what was read), to be
+        read from ``f``'s offset to its end and then forgotten; None when there is none."""
+        directory = os.path.dirname(f.path) or "."
+        stem = os.path.basename(f.path).split(".")[0]
+        try:
+            names = sorted(os.listdir(directory))[:MAX_SIBLINGS]
+        except OSError:
+            return None
+        for name in names:
+            path = os.path.join(directory, name)
+            if not name.startswith(stem) or path == f.path:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in files or st.st_size < f.offset or not os.path.isfile(path):
+                continue
+            fd = self._open(path, ident)
+            if fd is None:
+                continue
+            if self._head(fd) == f.fp:
+                return FileState(path, *ident, f.offset, f.fp, gone=True)
+            os.close(self._fds.pop(ident))
+        return None
+
     # ---------------------------------------------------------------- reading
     def read(self) -> ReadResult:
         """New complete lines of every file, rotated-away files first, up to the byte budget."""
@@ -222,6 +250,13 @@ class Tailer:
             else:
                 offset = 0
             files[ident] = FileState(path, *ident, offset, head)
+        for f in restarted:
+            if f.fp not in copied and len(f.fp) == FP_BYTES:
+                copy = self._find_copy(f, files)
+                if copy is not None:
+                    files[copy.ident] = copy
+                    copied.add(f.fp)
+                    older.add(copy.ident)
         bad["truncated"] += sum(1 for f in restarted if f.fp not in copied)
         if not bad["truncated"]:
             del bad["truncated"]

@@ -43,8 +43,7 @@ sources:
 
 def write_lines(path: Path, docs: list[object]) -> None:
     with open(path, "ab") as f:
-        for d in docs:
-            f.write(d if isinstance(d, bytes) else orjson.dumps(d) + b"\n")
+        f.writelines(d if isinstance(d, bytes) else orjson.dumps(d) + b"\n" for d in docs)
 
 
 def test_metrics_from_lines(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlwatch.sources.tail import TailState, Tailer
+from mlwatch.sources.tail import Tailer, TailState
 
 
 def drain(t: Tailer) -> list[bytes]:

@@ -86,13 +86,31 @@ def _block_lengths(n: int) -> npt.NDArray[np.int64]:
 
 
 def _pack(u: U64, widths: npt.NDArray[np.int64]) -> bytes:
-    """Concatenate the low ``widths[block]`` bits of each entry, LSB first."""
+    """Concatenate the low ``widths[block]`` bits of each entry, LSB first (entries fit their width).
+
+    Bit ranges never overlap, so OR-ing entries into 64-bit words is adding them: each word is a
+    reduceat over the entries that start in it, plus the spill-over of the entry before.
+    """
     n = len(u)
     if n == 0 or not widths.any():
         return b""
     w_e = np.repeat(widths, _block_lengths(n))
-    bits = np.unpackbits(u.view(np.uint8).reshape(n, 8), axis=1, bitorder="little")
-    return np.packbits(bits[np.arange(64) < w_e[:, None]], bitorder="little").tobytes()
+    ends = np.cumsum(w_e)
+    total = int(ends[-1])
+    nz = w_e > 0
+    if not nz.all():
+        u, w_e, ends = u[nz], w_e[nz], ends[nz]
+    pos = ends - w_e
+    word = pos >> 6
+    sh = (pos & 63).astype(np.uint64)
+    lo = u << sh
+    hi = (u >> (np.uint64(63) - sh)) >> np.uint64(1)  # u >> (64 - sh), and 0 when sh == 0
+    starts = np.flatnonzero(np.concatenate([[True], word[1:] != word[:-1]]))
+    words = np.zeros(total // 64 + 2, np.uint64)
+    first = word[starts]
+    words[first] = np.add.reduceat(lo, starts)
+    words[first + 1] |= np.add.reduceat(hi, starts)
+    return words.view(np.uint8)[: (total + 7) // 8].tobytes()
 
 
 def _packed_len(widths: npt.NDArray[np.int64], n: int) -> int:
@@ -231,9 +249,11 @@ def encode_chunk(ts: I64, bits: I64, scale: int | None = _AUTO) -> bytes:
     n = len(ts)
     if n == 0:
         raise ValueError("empty chunk")
-    vals = bits.view(np.float64)
-    v = _value_streams(vals, bits, scale)
-    tstream = _ts_stream(ts)
+    return _assemble(ts, _value_streams(bits.view(np.float64), bits, scale), _ts_stream(ts))
+
+
+def _assemble(ts: I64, v: _Values, tstream: U64) -> bytes:
+    n = len(ts)
     twidths = _bit_length(_block_or(tstream))
     d0 = int(ts[1]) - int(ts[0]) if n > 1 else 0
     parts = [
@@ -306,6 +326,7 @@ class ChunkPlan:
 
     bounds: list[tuple[int, int, int]]  # (start, end, estimated bytes) per chunk
     scale: int | None
+    whole: tuple[_Values, U64] | None = None  # the run's streams, reused when it is one chunk
 
 
 def plan_chunks(ts: I64, bits: I64, budget: int | None = None) -> ChunkPlan:
@@ -318,7 +339,8 @@ def plan_chunks(ts: I64, bits: I64, budget: int | None = None) -> ChunkPlan:
     budget = CHUNK_BUDGET if budget is None else budget
     vals = bits.view(np.float64)
     v = _value_streams(vals, bits)
-    tw = _bit_length(_block_or(_ts_stream(ts)))
+    tstream = _ts_stream(ts)
+    tw = _bit_length(_block_or(tstream))
     lens = _block_lengths(n)
     cost = (tw + v.widths) * lens  # bits per block
     per_block = (cost + 7) // 8 + (3 if v.shifts is not None else 2)
@@ -337,13 +359,18 @@ def plan_chunks(ts: I64, bits: I64, budget: int | None = None) -> ChunkPlan:
         e = min(max(min(e, e_span), b + 1), nb, b + MAX_SAMPLES // BLOCK)
         bounds.append((b * BLOCK, min(e * BLOCK, n), int(csum[e] - csum[b]) + _HDR.size))
         b = e
-    return ChunkPlan(bounds, None if v.mode == MODE_XOR else v.scale)
+    return ChunkPlan(bounds, None if v.mode == MODE_XOR else v.scale, (v, tstream) if len(bounds) == 1 else None)
 
 
-def encode_run(ts: I64, bits: I64, scale: int | None, budget: int | None = None) -> list[tuple[I64, I64, bytes]]:
-    """Encode one planned chunk; split further in the rare case it comes out over budget."""
+def encode_run(
+    ts: I64, bits: I64, scale: int | None, budget: int | None = None, whole: tuple[_Values, U64] | None = None
+) -> list[tuple[I64, I64, bytes]]:
+    """Encode one planned chunk; split further in the rare case it comes out over budget.
+
+    ``whole``: the plan's streams, when the chunk is the plan's whole run.
+    """
     budget = CHUNK_BUDGET if budget is None else budget
-    data = encode_chunk(ts, bits, scale)
+    data = _assemble(ts, *whole) if whole is not None else encode_chunk(ts, bits, scale)
     if len(data) <= budget or len(ts) <= BLOCK:
         return [(ts, bits, data)]
     half = max(BLOCK, (len(ts) // 2) // BLOCK * BLOCK)
@@ -357,5 +384,5 @@ def split_chunks(ts: I64, bits: I64, budget: int | None = None) -> list[tuple[I6
     plan = plan_chunks(ts, bits, budget)
     out: list[tuple[I64, I64, bytes]] = []
     for lo, hi, _ in plan.bounds:
-        out.extend(encode_run(ts[lo:hi], bits[lo:hi], plan.scale, budget))
+        out.extend(encode_run(ts[lo:hi], bits[lo:hi], plan.scale, budget, plan.whole))
     return out

@@ -93,7 +93,7 @@ def compact_series(
         lo, _, _ = plan.bounds.pop()
         carry_ts, carry_bits = ts[lo:], bits[lo:]
     for lo, hi, _ in plan.bounds:
-        for cts, cbits, data in encode_run(ts[lo:hi], bits[lo:hi], plan.scale):
+        for cts, cbits, data in encode_run(ts[lo:hi], bits[lo:hi], plan.scale, None, plan.whole):
             out.inserts.append((sid, int(cts[0]), int(cts[-1]), len(cts), int(cbits[-1]), data))
             out.samples += len(cts)
     return carry_ts, carry_bits

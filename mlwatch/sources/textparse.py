@@ -214,9 +214,9 @@ _FLOAT_CHARS = "0123456789.eE+-"  # with these alone, Python's float() accepts w
 class _FastPath:
     """Sample lines in the usual layout, parsed with string methods and caches.
 
-    ``sample(line)`` returns ``(name, labels, value, timestamp)`` or None when the line is not in
-    the plain layout (escapes, tabs, odd spacing, errors): the regular expression path then
-    decides. What it accepts is a subset of what that path accepts, with equal results.
+    ``_series(prefix)`` parses the series part of a line and ``sample()`` the rest; each returns
+    None when the line is not in the plain layout (escapes, tabs, odd spacing, errors): the
+    regular expression path then decides. What it accepts is a subset of what that path accepts, with equal results.
 
     The series part of a line (everything before the value) is cached with its parsed name and
     labels, like Prometheus' scrape cache: a parser reused for the next body of the same source
@@ -281,16 +281,10 @@ class _FastPath:
         return hit
 
     def sample(
-        self, line: str, cut: int, hit: tuple[str, dict[str, str]] | None
+        self, line: str, cut: int, hit: tuple[str, dict[str, str]]
     ) -> tuple[str, dict[str, str], float, int | None] | None:
-        """``line`` split at ``cut`` (after its last "}", else at its first space); ``hit`` is the
-        cached series of ``line[:cut]`` if there is one."""
-        if cut <= 0:
-            return None
-        if hit is None:
-            hit = self._series(line[:cut])
-            if hit is None:
-                return None
+        """The value and timestamp of ``line`` split at ``cut`` (after its last "}", else at its
+        first space), whose series part parsed as ``hit``; None if not in the plain layout."""
         rest = line[cut:]
         if rest[:1] != " ":
             return None
@@ -427,6 +421,7 @@ def _parse(data: bytes | str, fast: _FastPath) -> list[MetricFamily]:
     match = _SAMPLE_RE.fullmatch
     fast_sample = fast.sample
     series_get = fast.series.get
+    new_series = fast._series
     histogram = MetricType.HISTOGRAM
     summary = MetricType.SUMMARY
     cur_name = ""
@@ -435,7 +430,12 @@ def _parse(data: bytes | str, fast: _FastPath) -> list[MetricFamily]:
         # Quickest: a series seen before (this body or an earlier one) with a plain value.
         close = line.rfind("}")
         cut = close + 1 if close >= 0 else line.find(" ")
-        hit = series_get(line[:cut]) if cut > 0 else None
+        hit = None
+        if cut > 0:
+            prefix = line[:cut]
+            hit = series_get(prefix)
+            if hit is None and line[0] != "#":
+                hit = new_series(prefix)
         value = None
         if hit is not None and line[cut : cut + 1] == " ":
             v = line[cut + 1 :]
@@ -449,7 +449,7 @@ def _parse(data: bytes | str, fast: _FastPath) -> list[MetricFamily]:
         if value is not None:
             name, labels = hit  # type: ignore[misc]
             ts = None
-        elif (quick := fast_sample(line, cut, hit)) is not None:
+        elif hit is not None and (quick := fast_sample(line, cut, hit)) is not None:
             name, labels, value, ts = quick
         else:
             m = match(line)

@@ -717,6 +717,10 @@ class PushSource:
                         self._groups.pop(key, None)
                     else:
                         self._groups[key] = group
+                if key not in self._heads and key not in self._groups:
+                    # Gone and nothing in flight (changes settle in commit order): forget the key.
+                    self._head_seq.pop(key, None)
+                    self._committed_seq.pop(key, None)
             if method is None:
                 return
             if failed:

@@ -499,3 +499,14 @@ async def test_types_declared_by_the_config(writer: Writer, clock) -> None:
         await src.push({"job": "a"}, parse_text("ai_model_latency_seconds_count 1\n"), replace=True)
     await src.push({"job": "a"}, parse_text("# TYPE ai_model_accuracy gauge\nai_model_accuracy 1\n"),
                    replace=True)
+
+
+async def test_deleted_groups_leave_no_bookkeeping(source: PushSource, clock) -> None:
+    for i in range(20):
+        await source.push({"job": f"j{i}"}, parse_text("x 1\n"), replace=True, ttl_ms=1000)
+    await source.delete({"job": "j0"})
+    clock.advance(2)
+    await source.resample()
+    assert source.groups == {}
+    assert source._head_seq == {} and source._committed_seq == {} and source._indexed == {}
+    assert source._types == {} and source._series_owner == {}

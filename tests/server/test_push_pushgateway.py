@@ -197,6 +197,14 @@ VALUES = (
     'esc{v="a\\\\b \\" \\n end",w="}{,="} 1\n# HELP esc Escapes \\\\ and \\n here\n'
 )
 
+# 40 distinct series with 1 to 3 labels: sorted by label count, then values.
+MANY = "".join(
+    "many{" + ",".join(
+        ([f'a="{i}"'] if i % 2 == 0 else [f'a="{i % 7}"', f'b="{i}"']) + ([f'c="{i}"'] if i % 3 == 0 else [])
+    ) + f"}} {i}\n"
+    for i in range(40)
+)
+
 # (method, path, body, headers)
 STEPS: list[tuple[str, str, bytes | str, dict[str, str]]] = [
     ("POST", "/metrics/job/ai-model", SEED, {}),
@@ -216,6 +224,8 @@ STEPS: list[tuple[str, str, bytes | str, dict[str, str]]] = [
     ("PUT", "/metrics/job/j5", "dup 1\ndup 2\n", {}),  # duplicate series
     ("PUT", "/metrics/job/j5", '# TYPE ok gauge\nok{a="1"} 1\nok{a="2"} 2\n', {}),
     ("PUT", "/metrics/job/j6", VALUES, {}),
+    ("PUT", "/metrics/job/j8/instance/日本", '# HELP uni Ünïcödé — “quotes” \\n\nuni{v="é",w="日本語"} 1\n', {}),
+    ("PUT", "/metrics/job/j9", MANY, {}),  # enough series for Go's sort to leave insertion sort
     ("DELETE", "/metrics/job/j5", "", {}),
     ("DELETE", "/metrics/job/never", "", {}),
     ("PUT", "/metrics/job/j7", "", {}),
@@ -250,13 +260,18 @@ async def test_same_behaviour_as_pushgateway(pushgateway: str, mlwatch: str) -> 
             async with session.get(base + path) as r:
                 return await r.text()
 
+        statuses: list[int] = []
         for i, (method, path, body, headers) in enumerate(STEPS):
             theirs, ours = await both(method, path, body, headers)
             where = f"step {i}: {method} {path} {body!r:.80}"
             assert ours[0] == theirs[0], f"{where}: status {ours} vs pushgateway {theirs}"
+            statuses.append(ours[0])
             assert pushed_families(await get(mlwatch, "/metrics")) == pushed_families(
                 await get(pushgateway, "/metrics")
             ), where
             assert api_shape(json.loads(await get(mlwatch, "/api/v1/metrics"))) == api_shape(
                 json.loads(await get(pushgateway, "/api/v1/metrics"))
             ), where
+        # The sequence exercises every outcome (guards against a sequence that silently tests nothing).
+        assert {200, 202, 400, 404} <= set(statuses)
+        assert statuses[[path for _, path, _, _ in STEPS].index("/metrics/job/j9")] == 200

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mlwatch.model import LABEL_NAME_RE
-from mlwatch.promql.errors import BadQuery, ExecutionError
+from mlwatch.promql.errors import ExecutionError, Unsupported
 from mlwatch.promql.values import F64, NAME, Bools, InstantVector, Labels, Scalar, StringValue, merge_same_labels
 
 SIMPLE = {"sum", "avg", "min", "max", "count", "group", "stddev", "stdvar"}
@@ -49,7 +49,7 @@ def aggregate(op: str, modifier: Any, param: Any, vec: InstantVector) -> Instant
         assert isinstance(param, StringValue)
         return _count_values(vec, modifier, param.value)
     if op not in SIMPLE and op != "quantile":
-        raise BadQuery(f"unsupported aggregation {op}")
+        raise Unsupported(f"aggregation {op}")
     keys, members = _groups(vec, modifier)
     if not keys:
         return InstantVector.empty(steps)

@@ -10,6 +10,7 @@ reference time; subqueries evaluate their inner expression on a grid aligned to 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -246,7 +247,10 @@ class _Evaluator:
         if node.matchers.or_matchers:
             raise Unsupported("'or' between label matchers inside a selector")
         for m in node.matchers.matchers:
-            out.append(Matcher.make(m.name, _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]], m.value))
+            try:
+                out.append(Matcher.make(m.name, _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]], m.value))
+            except re.error as exc:
+                raise BadQuery(f"parse error: invalid regular expression {m.value!r}: {exc}") from None
         return out
 
     def fetch(self, node: Any, lo: int, hi: int) -> list[tuple[Labels, I64, Any]]:

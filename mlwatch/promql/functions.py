@@ -287,6 +287,9 @@ def _sgn(v: F64) -> F64:
 MATH: dict[str, Callable[[F64], F64]] = {
     "abs": np.abs, "ceil": np.ceil, "floor": np.floor, "exp": np.exp, "sqrt": np.sqrt,
     "ln": np.log, "log2": np.log2, "log10": np.log10, "sgn": _sgn,
+    "acos": np.arccos, "acosh": np.arccosh, "asin": np.arcsin, "asinh": np.arcsinh, "atan": np.arctan,
+    "atanh": np.arctanh, "cos": np.cos, "cosh": np.cosh, "sin": np.sin, "sinh": np.sinh, "tan": np.tan,
+    "tanh": np.tanh, "deg": np.degrees, "rad": np.radians,
 }
 
 
@@ -323,7 +326,7 @@ def _utc(s: int) -> Any:
     return _time.gmtime(s)
 
 
-DATE = {"day_of_week", "day_of_month", "days_in_month", "hour", "minute", "month", "year"}
+DATE = {"day_of_week", "day_of_month", "day_of_year", "days_in_month", "hour", "minute", "month", "year"}
 
 
 def _go_expand(template: str, match: re.Match[str]) -> str:
@@ -367,7 +370,7 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
 
 def _label_replace(vec: InstantVector, dst: str, repl: str, src: str, regex: str) -> InstantVector:
     try:
-        rx = re.compile(f"^(?:{regex})$", re.DOTALL)
+        rx = re.compile(f"^(?:{regex})$")  # Prometheus 2.x: '.' does not match a newline here
     except re.error as exc:
         raise ExecutionError(f"invalid regular expression in label_replace(): {regex}: {exc}") from None
     if not LABEL_NAME_RE.match(dst):
@@ -510,7 +513,7 @@ SUPPORTED = (
     RANGE_OVER_TIME | set(MATH) | DATE
     | {"rate", "irate", "increase", "delta", "idelta", "quantile_over_time", "deriv", "predict_linear",
        "holt_winters", "absent_over_time", "round", "clamp", "clamp_min", "clamp_max", "histogram_quantile",
-       "label_replace", "label_join", "time", "timestamp", "vector", "scalar", "absent", "sort", "sort_desc"}
+       "label_replace", "label_join", "time", "timestamp", "vector", "scalar", "absent", "sort", "sort_desc", "pi"}
 )
 
 
@@ -573,6 +576,8 @@ def call(ev: _Evaluator, node: Any, T: I64) -> Any:
         return InstantVector([()], _date_parts(T[None, :] / 1000.0, name), np.ones((1, steps), bool))
     if name == "time":
         return Scalar(T / 1000.0)
+    if name == "pi":
+        return Scalar(np.full(steps, math.pi))
     if name == "timestamp":
         vec = args[0]
         inner = raw[0]

@@ -43,7 +43,7 @@ class _Exporter(BaseHTTPRequestHandler):
     scrapes = 0
     lock = threading.Lock()
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         with self.lock:
             n = _Exporter.scrapes
             _Exporter.scrapes += 1

@@ -8,6 +8,7 @@ many instants and as range queries, must answer the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import threading
@@ -134,7 +135,7 @@ def _with_staleness_markers(raw: list[dict[str, Any]]) -> list[Sample]:
         seen = {round(float(t) * 1000): float(v) for t, v in r["values"]}
         for t, v in seen.items():
             out.append(Sample(key, t, v))
-        for prev, cur in zip(scrape_ts, scrape_ts[1:], strict=False):
+        for prev, cur in itertools.pairwise(scrape_ts):
             if prev in seen and cur not in seen:
                 out.append(Sample(key, cur, STALE_NAN))
     return out

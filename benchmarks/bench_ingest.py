@@ -25,7 +25,7 @@ from _common import emit, median, parser, row
 from mlwatch.model import Sample, SeriesKey
 from mlwatch.storage.database import make_engine, upgrade
 from mlwatch.storage.reader import Reader
-from mlwatch.storage.writer import WriteBatch, WriteResult, Writer
+from mlwatch.storage.writer import WriteBatch, Writer, WriteResult
 
 SERIES = 1000
 T0 = 1_700_000_000_000

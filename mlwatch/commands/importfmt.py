@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mlwatch.model import LABEL_NAME_RE, METRIC_NAME_RE, MetricMeta, MetricType, Sample, SeriesKey
 
@@ -36,8 +37,7 @@ class Problem:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):
     """One parsed line: a sample, a metric's metadata, or a problem."""
 
     line: int
@@ -47,6 +47,12 @@ class Item:
 
 
 def parse_float(text: str) -> float:
+    """A Go ``ParseFloat``: Python's float() less underscores and hex."""
+    if "_" not in text and "x" not in text and "X" not in text:
+        try:
+            return float(text)
+        except ValueError:
+            pass
     t = text.strip()
     low = t.lower()
     if low in ("nan",):
@@ -89,14 +95,15 @@ def read_openmetrics(lines: Iterable[str]) -> Iterator[Item]:
     meta: dict[str, MetricMeta] = {}
     keys: dict[tuple[str, str | None], SeriesKey] = {}
     eof_at = 0
+    sample_re = _SAMPLE.match
     for no, line in enumerate(lines, 1):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
         if eof_at:
-            yield Item(no, problem=f"content after '# EOF' (line {eof_at})")
+            if line.strip():
+                yield Item(no, problem=f"content after '# EOF' (line {eof_at})")
             continue
-        if line.startswith("#"):
+        c = line[:1]
+        if c == "#":
+            line = line.rstrip("\r\n")
             parts = line.split(None, 3)
             if parts[:2] == ["#", "EOF"] and len(parts) == 2:
                 eof_at = no
@@ -121,7 +128,9 @@ def read_openmetrics(lines: Iterable[str]) -> Iterator[Item]:
                 meta[name] = cur
                 yield Item(no, meta=(name, cur))
             continue
-        m = _SAMPLE.match(line)
+        if c in ("\n", "\r", "", " ", "\t") and not line.strip():
+            continue
+        m = sample_re(line.rstrip("\r\n"))
         if m is None:
             yield Item(no, problem="expected 'name{labels} value timestamp'")
             continue
@@ -144,6 +153,9 @@ def read_openmetrics(lines: Iterable[str]) -> Iterator[Item]:
         if stamp is None:
             yield Item(no, problem="a sample needs a timestamp to be imported")
             continue
+        if stamp.isdigit():
+            yield Item(no, Sample(key, int(stamp) * 1000, v))
+            continue
         try:
             ts = parse_float(stamp)
             if not math.isfinite(ts):
@@ -151,7 +163,7 @@ def read_openmetrics(lines: Iterable[str]) -> Iterator[Item]:
         except ValueError:
             yield Item(no, problem=f"invalid timestamp {stamp!r}")
             continue
-        yield Item(no, sample=Sample(key, round(ts * 1000), v))
+        yield Item(no, Sample(key, round(ts * 1000), v))
 
 
 def _csv_time(text: str) -> int:

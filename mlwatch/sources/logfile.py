@@ -19,7 +19,7 @@ import asyncio
 import math
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -168,65 +168,16 @@ class LineMetrics:
     def __init__(self, metrics: Sequence[LogMetricConfig], base_labels: dict[str, str]) -> None:
         self._metrics = [_Metric(m) for m in metrics]
         self._base = base_labels
+        self._feeders = [_feeder(m) for m in self._metrics]
 
     def feed(self, event: LineEvent) -> str | None:
-        fields = event.fields
+        fields, ts = event.fields, event.ts_ms
         reason = None
-        for m in self._metrics:
-            if m.templates:
-                values = []
-                for t in m.templates:
-                    v = t.render(fields)
-                    if v is None:
-                        break
-                    values.append(v)
-                else:
-                    key = tuple(values)
-                    r = self._observe(m, key, fields)
-                    if r is None:
-                        m.touched[key] = max(event.ts_ms, m.touched.get(key, event.ts_ms))
-                    elif reason is None or reason == "missing_field":
-                        reason = r
-                    continue
-                reason = reason or "missing_field"
-                continue
-            r = self._observe(m, (), fields)
-            if r is None:
-                m.touched[()] = max(event.ts_ms, m.touched.get((), event.ts_ms))
-            elif reason is None or reason == "missing_field":
+        for feeder in self._feeders:
+            r = feeder(fields, ts)
+            if r is not None and (reason is None or reason == "missing_field"):
                 reason = r  # the most telling reason of the line is counted
         return reason
-
-    @staticmethod
-    def _observe(m: _Metric, key: tuple[str, ...], fields: dict[str, Any]) -> str | None:
-        if m.field is None:  # a counter of lines
-            m.values[key] = m.values.get(key, 0.0) + m.scale
-            return None
-        raw = m.field.get(fields)
-        if raw is MISSING or raw is None:
-            return "missing_field"
-        x = raw if type(raw) is float or type(raw) is int else to_number(raw)
-        if x is None or math.isnan(x):
-            return "not_a_number"
-        x = x * m.scale
-        kind = m.kind
-        if kind == "counter":
-            if x < 0:
-                return "negative"
-            m.values[key] = m.values.get(key, 0.0) + x
-        elif kind == "gauge":
-            m.values[key] = float(x)
-        else:
-            cur = m.values.get(key)
-            if cur is None:
-                cur = m.values[key] = [0] * len(m.buckets) + [0.0, 0]
-            if kind == "histogram":
-                i = bisect_left(m.buckets, x)
-                if i < len(m.buckets):
-                    cur[i] += 1  # per-bucket counts; cumulated when written
-            cur[-2] += x
-            cur[-1] += 1
-        return None
 
     def samples(self, now_ms: int, full: bool) -> list[Sample]:
         out: list[Sample] = []
@@ -263,14 +214,134 @@ class LineMetrics:
         by_name = {(name, kind, tuple(labels)): values for name, kind, labels, values in state or []}
         for m in self._metrics:
             values = by_name.get((m.name, m.kind, m.label_names))
-            m.values = {}
-            m.touched = {}
+            m.values.clear()  # in place: the feeders hold these dicts
+            m.touched.clear()
             for k, v in values or []:
                 if isinstance(v, list) and m.kind in ("histogram", "summary"):
                     if len(v) != len(m.buckets) + 2:
                         continue  # buckets changed: the histogram starts again
                     v = [*v]
                 m.values[tuple(k)] = v
+
+
+Feeder = Callable[[dict[str, Any], int], "str | None"]
+
+
+def _key_builder(m: _Metric) -> Callable[[dict[str, Any]], tuple[str, ...] | None]:
+    """The label values of a line for ``m`` (None when a templated field is missing)."""
+    if not m.templates:
+        return lambda fields: ()
+    simple = [t.single.parts[0] if t.single is not None and len(t.single.parts) == 1 else None for t in m.templates]
+    if len(simple) == 1 and isinstance(simple[0], str):
+        name = simple[0]
+
+        def one(fields: dict[str, Any]) -> tuple[str, ...] | None:
+            v = fields.get(name)
+            if v is None:
+                return None
+            return (v if type(v) is str else _label_text(v),)
+
+        return one
+    templates = m.templates
+
+    def many(fields: dict[str, Any]) -> tuple[str, ...] | None:
+        out = []
+        for tpl in templates:
+            v = tpl.render(fields)
+            if v is None:
+                return None
+            out.append(v)
+        return tuple(out)
+
+    return many
+
+
+def _feeder(m: _Metric) -> Feeder:
+    """A closure that applies one line to one metric (specialised: this is the per-line hot path)."""
+    key_of = _key_builder(m)
+    values, touched, scale = m.values, m.touched, m.scale
+    field_path = m.field
+    simple = field_path.parts[0] if field_path is not None and len(field_path.parts) == 1 else None
+
+    def number(fields: dict[str, Any]) -> float | str:
+        raw = fields.get(simple, MISSING) if type(simple) is str else field_path.get(fields)  # type: ignore[union-attr]
+        if raw is MISSING or raw is None:
+            return "missing_field"
+        if type(raw) is float or type(raw) is int:
+            return raw * scale
+        x = to_number(raw)
+        if x is None or math.isnan(x):
+            return "not_a_number"
+        return x * scale
+
+    def touch(key: tuple[str, ...], ts: int) -> None:
+        if ts > touched.get(key, -1):
+            touched[key] = ts
+
+    single = m.templates[0].single if len(m.templates) == 1 else None
+    label_field = single.parts[0] if single is not None and len(single.parts) == 1 else None
+    if field_path is None and isinstance(label_field, str):  # the common case, inlined: count lines by a field
+
+        def count_by(fields: dict[str, Any], ts: int) -> str | None:
+            v = fields.get(label_field)
+            if v is None:
+                return "missing_field"
+            key = (v,) if type(v) is str else (_label_text(v),)
+            values[key] = values.get(key, 0.0) + scale
+            if ts > touched.get(key, -1):
+                touched[key] = ts
+            return None
+
+        return count_by
+    if field_path is None:  # count lines
+
+        def count(fields: dict[str, Any], ts: int) -> str | None:
+            key = key_of(fields)
+            if key is None:
+                return "missing_field"
+            values[key] = values.get(key, 0.0) + scale
+            touch(key, ts)
+            return None
+
+        return count
+    kind = m.kind
+    buckets = m.buckets
+    nb = len(buckets)
+
+    def observe(fields: dict[str, Any], ts: int) -> str | None:
+        key = key_of(fields)
+        if key is None:
+            return "missing_field"
+        x = fields.get(simple, MISSING) if type(simple) is str else MISSING
+        if type(x) is float or type(x) is int:
+            x = x * scale
+        else:
+            x = number(fields)
+            if type(x) is str:
+                return x
+        if x != x:  # noqa: PLR0124 (NaN)
+            return "not_a_number"
+        if kind == "counter":
+            if x < 0:
+                return "negative"
+            values[key] = values.get(key, 0.0) + x
+        elif kind == "gauge":
+            values[key] = float(x)
+        else:
+            cur = values.get(key)
+            if cur is None:
+                cur = values[key] = [0] * nb + [0.0, 0]
+            if nb:
+                i = bisect_left(buckets, x)
+                if i < nb:
+                    cur[i] += 1  # per-bucket counts; cumulated when written
+            cur[-2] += x
+            cur[-1] += 1
+        if ts > touched.get(key, -1):
+            touched[key] = ts
+        return None
+
+    return observe
 
 
 def _le(bound: float) -> str:
@@ -371,9 +442,21 @@ class LogFileSource:
         ts_field, ts_format = self._ts_field, self._ts_format
         parse = self._parse
         newest = self._newest_ts
+        feeds = [op.feed for op in operators]
+        jsonl = self._pattern is None
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        sampled = 0
         for raw, pos in result.lines:
-            self.lines_total += 1
-            fields, reason = parse(raw)
+            if jsonl:  # inlined: this loop is the hot path of a log source
+                try:
+                    fields = loads(raw)
+                except decode_error as exc:
+                    fields, reason = None, "invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"
+                else:
+                    if type(fields) is not dict:
+                        fields, reason = None, "not_an_object"
+            else:
+                fields, reason = parse(raw)
             if fields is None:
                 bad[reason or "invalid"] += 1
                 if len(rejected) < MAX_REJECTED_PER_CHUNK:
@@ -392,13 +475,15 @@ class LogFileSource:
             event = LineEvent(fields, ts, pos)
             events = sampler.offer(event) if sampler is not None else (event,)
             for ev in events:
-                self.sampled_total += 1
-                for op in operators:
-                    r = op.feed(ev)
+                sampled += 1
+                for feed in feeds:
+                    r = feed(ev)
                     if r is not None:
                         bad[r] += 1
                         if len(rejected) < MAX_REJECTED_PER_CHUNK:
                             rejected.append(f"{r}: {raw[:300].decode('utf-8', 'replace')}")
+        self.lines_total += len(result.lines)
+        self.sampled_total += sampled
         if sampler is not None:
             for ev in sampler.flush(newest if ts_field is not None else now_ms):
                 self.sampled_total += 1

@@ -246,7 +246,7 @@ sources:
 
 async def test_scraped_series_are_not_on_metrics_but_up_is(exporter: tuple[Exporter, str], writer: Writer,
                                                             reader: Reader, clock: FakeClock) -> None:  # fmt: skip
-    exp, addr = exporter
+    _exp, addr = exporter
     m = await manager_for(f"sources: [{{name: api, type: http, targets: ['{addr}']}}]", writer, reader, clock)
     await m.run_once()
     assert [f.name for f in m.families()] == ["up"]
@@ -255,7 +255,7 @@ async def test_scraped_series_are_not_on_metrics_but_up_is(exporter: tuple[Expor
 
 async def test_targets_file_is_reread(exporter: tuple[Exporter, str], tmp_path: Path, writer: Writer,
                                       reader: Reader, stored: Stored, clock: FakeClock) -> None:  # fmt: skip
-    exp, addr = exporter
+    _exp, addr = exporter
     tf = tmp_path / "targets.yaml"
     tf.write_text(f"- targets: ['{addr}']\n  labels: {{zone: a}}\n")
     m = await manager_for(f"sources: [{{name: fs, type: http, targets_file: '{tf}'}}]", writer, reader, clock)

@@ -1,0 +1,184 @@
+"""B3: log lines/s on a 2-million-line JSONL prediction log, against Debian's mtail (-one_shot).
+
+Both count predictions by model and put the latency into a histogram. Ours is the whole log-source
+pipeline in process: tail the file in committed chunks, parse each line (orjson), derive the metrics,
+and commit samples + offsets + state to a real SQLite store. mtail runs as a process over the same file
+with an equivalent program; its wall time includes its start-up (about 0.05 s). Each side's totals are
+checked (every line counted, per model) before a speed is reported.
+
+    /work/venv/bin/python benchmarks/bench_logs.py [--runs 5] [--lines 2000000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROGRAM = r"""
+counter ai_model_predictions_total by model
+histogram ai_model_latency_seconds buckets 0.01, 0.05, 0.1, 0.5, 1
+
+/"model": *"(?P<model>[^"]+)".*"latency_ms": *(?P<lat>[0-9.]+)/ {
+  ai_model_predictions_total[$model]++
+  ai_model_latency_seconds = float($lat) / 1000.0
+}
+"""
+
+
+def make_log(path: Path, lines: int) -> dict[str, int]:
+    rng = random.Random(7)
+    models = ["fraud-v1", "fraud-v2", "churn", "ranker"]
+    per_model = dict.fromkeys(models, 0)
+    t0 = 1_767_225_600.0
+    with open(path, "w") as f:
+        buf = []
+        for i in range(lines):
+            model = models[i % 4]
+            per_model[model] += 1
+            lat = round(rng.expovariate(1 / 40), 3)
+            pred = rng.random() < 0.3
+            buf.append(
+                f'{{"ts": {t0 + i * 0.001:.3f}, "request_id": "r{i}", "model": "{model}", "latency_ms": {lat}, '
+                f'"pred": {int(pred)}, "label": {int(pred ^ (rng.random() < 0.1))}, "score": {rng.random():.4f}}}\n'
+            )
+            if len(buf) >= 10000:
+                f.writelines(buf)
+                buf.clear()
+        f.writelines(buf)
+    return per_model
+
+
+def ensure_mtail() -> str | None:
+    found = shutil.which("mtail")
+    if found:
+        return found
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "mtail"], check=False, capture_output=True, timeout=600)
+    return shutil.which("mtail")
+
+
+def run_mtail(mtail: str, log: Path, progs: Path) -> tuple[float, dict[str, float]]:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [mtail, "-one_shot", "-one_shot_format", "json", "-progs", str(progs), "-logs", str(log), "-logtostderr"],
+        capture_output=True, text=True, timeout=3600, check=True,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    counts: dict[str, float] = {}
+    for metric in json.loads(out.stdout).get("ai_model_predictions_total", []):
+        for lv in metric.get("LabelValues", []):
+            counts[lv["Labels"][0]] = float(lv["Value"]["Value"])
+    return elapsed, counts
+
+
+def run_ours(log: Path, work: Path) -> tuple[float, dict[str, float], int]:
+    from mlwatch.config import parse_config
+    from mlwatch.sources.manager import SourceManager
+    from mlwatch.storage.database import make_engine, upgrade
+    from mlwatch.storage.reader import Reader
+    from mlwatch.storage.writer import Writer
+
+    db = work / f"bench-{time.monotonic_ns()}.db"
+    url = f"sqlite:///{db}"
+    upgrade(make_engine(url))
+    writer = Writer(make_engine(url))
+    writer.start()
+    cfg = parse_config(f"""
+sources:
+  - name: predictions
+    type: log
+    path: {log}
+    metrics:
+      - {{name: ai_model_predictions_total, type: counter, labels: {{model: "{{model}}"}}}}
+      - {{name: ai_model_latency_seconds, type: histogram, field: latency_ms, scale: 0.001, buckets: [0.01, 0.05, 0.1, 0.5, 1]}}
+""")
+    manager = SourceManager(cfg.sources, writer, Reader(make_engine(url)))
+
+    async def drain() -> float:
+        await manager.start(None)
+        started = time.perf_counter()
+        runner = next(iter(manager._runners.values()))
+        source = runner.target
+        while True:
+            before = source.lines_total  # type: ignore[attr-defined]
+            await manager.run_once()
+            if source.lines_total == before:  # type: ignore[attr-defined]
+                break
+        elapsed = time.perf_counter() - started
+        await manager.stop()
+        return elapsed
+
+    elapsed = asyncio.run(drain())
+    counts: dict[str, float] = {}
+    from mlwatch.model import Matcher
+
+    reader = Reader(make_engine(url))
+    lines = 0
+    for info in reader.series([Matcher.make("__name__", "=~", "ai_model_predictions_total|mlwatch_log_lines_total")]):
+        _, values = reader.read_range(info.id, 0, 2**62)
+        if info.key.name == "mlwatch_log_lines_total":
+            lines = int(values[-1])
+        else:
+            counts[info.key.label_dict()["model"]] = float(values[-1])
+    writer.stop()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    return elapsed, counts, lines
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--lines", type=int, default=2_000_000)
+    p.add_argument("--quick", action="store_true", help="200k lines, 3 runs")
+    args = p.parse_args()
+    if args.quick:
+        args.lines, args.runs = 200_000, 3
+    mtail = ensure_mtail()
+    with tempfile.TemporaryDirectory(prefix="mlwatch-bench-logs-") as tmp:
+        work = Path(tmp)
+        log = work / "predictions.jsonl"
+        expected = {k: float(v) for k, v in make_log(log, args.lines).items()}
+        progs = work / "progs"
+        progs.mkdir()
+        (progs / "predictions.mtail").write_text(PROGRAM)
+        ours: list[float] = []
+        peer: list[float] = []
+        # one warm-up each, then the measured runs, interleaved
+        for i in range(args.runs + 1):
+            t, counts, lines = run_ours(log, work)
+            if counts != expected or lines != args.lines:
+                print(f"ours: wrong result {counts} lines={lines}, expected {expected}", file=sys.stderr)
+                return 1
+            if i:
+                ours.append(args.lines / t)
+            if mtail:
+                t, counts = run_mtail(mtail, log, progs)
+                if counts != expected:
+                    print(f"mtail: wrong result {counts}, expected {expected}", file=sys.stderr)
+                    return 1
+                if i:
+                    peer.append(args.lines / t)
+    o = statistics.median(ours)
+    pm = statistics.median(peer) if peer else None
+    ratio = f"{o / pm:.2f}x" if pm else "-"
+    print(f"{'figure':<48} {'ours':>12} {'peer':>12} {'ratio':>7} {'runs':>4}  min-max (ours)")
+    print(
+        f"{'B3 log lines/s, ' + f'{args.lines:,}' + '-line JSONL (vs mtail -one_shot)':<48} {o:>12,.0f} "
+        f"{(f'{pm:,.0f}' if pm else 'no mtail'):>12} {ratio:>7} {len(ours):>4}  {min(ours):,.0f}-{max(ours):,.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

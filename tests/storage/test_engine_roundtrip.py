@@ -75,7 +75,7 @@ def check(reader: Reader, model: Model) -> None:
 
 
 @pytest.mark.usefixtures("small_chunks")
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(op, min_size=1, max_size=12), st.integers(5, 200))
 def test_roundtrip(ops: list[tuple[object, ...]], threshold: int) -> None:
     model = Model()

@@ -15,7 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mlwatch.config import Config, load_config
 from mlwatch.errors import ConfigError, MlwatchError, StorageError
-from mlwatch.model import Clock
+from mlwatch.model import Clock, MetricType
 from mlwatch.selfmetrics import OwnMetrics
 from mlwatch.server.app import AppDeps, build_app
 from mlwatch.server.auth import AuthPolicy
@@ -60,6 +60,11 @@ class Daemon:
             basic_users=dict(cfg.server.basic_auth_users),
         )
 
+    @staticmethod
+    def _declared_types(cfg: Config) -> dict[str, MetricType]:
+        """Metric types the config's sources declare: a push may not change them (one type per name)."""
+        return {d.name: d.type for d in cfg.metric_declarations()}
+
     def _ssl_context(self) -> ssl.SSLContext | None:
         tls = self.config.server.tls
         if tls is None:
@@ -100,6 +105,7 @@ class Daemon:
             default_ttl_ms=cfg.push.default_ttl,
             max_body_bytes=cfg.server.max_body_bytes,
             clock=self.clock,
+            declared_type=self._declared_types(cfg).get,
         )
         self.push.restore(await asyncio.to_thread(self.reader.push_groups))
         self.own = OwnMetrics(
@@ -218,6 +224,7 @@ class Daemon:
             accept_timestamps=new.push.accept_timestamps,
             default_ttl_ms=new.push.default_ttl,
             max_body_bytes=new.server.max_body_bytes,
+            declared_type=self._declared_types(new).get,
         )
         self._schedule()
         self.own.reload_ok.set(1)

@@ -151,5 +151,15 @@ def db_current(config_path: str | None, db_url: str | None, debug: bool, log_for
     click.echo(f"{cur or 'empty'} ({state})")
 
 
+def _register_commands() -> None:
+    from mlwatch.commands.importer import import_command
+    from mlwatch.commands.query import query_command
+
+    main.add_command(query_command)
+    main.add_command(import_command)
+
+
+_register_commands()
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="mlwatch")

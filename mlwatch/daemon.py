@@ -17,6 +17,7 @@ from mlwatch.config import Config, load_config
 from mlwatch.errors import ConfigError, MlwatchError, StorageError
 from mlwatch.model import Clock, MetricType
 from mlwatch.selfmetrics import OwnMetrics
+from mlwatch.server.api import PrometheusApi
 from mlwatch.server.app import AppDeps, build_app
 from mlwatch.server.auth import AuthPolicy
 from mlwatch.server.push import PushService
@@ -116,6 +117,15 @@ class Daemon:
         )
         self.own.extra(self.push)
 
+        self.api = PrometheusApi(
+            self.reader,
+            lookback_ms=lambda: self.config.limits.lookback_delta,
+            query_timeout_ms=lambda: self.config.limits.query_timeout,
+            query_max_samples=lambda: self.config.limits.query_max_samples,
+            clock=self.clock,
+            writer=self.writer,
+            retention_ms=lambda: self.config.storage.retention,
+        )
         app = build_app(
             AppDeps(
                 reader=self.reader,
@@ -126,6 +136,7 @@ class Daemon:
                 reload=self.reload,
                 ready=lambda: self._ready,
                 max_body_bytes=cfg.server.max_body_bytes,
+                routes=[self.api],
             )
         )
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=STOP_GRACE_SECONDS)

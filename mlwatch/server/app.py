@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
@@ -19,6 +19,10 @@ from mlwatch.storage.reader import Reader
 class PushRoutes(Protocol):
     def add_routes(self, app: web.Application) -> None: ...
     def families(self) -> list[MetricFamily]: ...
+
+
+class RouteProvider(Protocol):
+    def add_routes(self, app: web.Application) -> None: ...
 
 
 class Instrumentation(Protocol):
@@ -38,6 +42,7 @@ class AppDeps:
     reload: Callable[[], Awaitable[None]]
     ready: Callable[[], bool]
     max_body_bytes: int
+    routes: list[RouteProvider] = field(default_factory=list)  # further APIs (Prometheus API, silences ...)
 
 
 def build_app(deps: AppDeps) -> web.Application:
@@ -95,4 +100,6 @@ def build_app(deps: AppDeps) -> web.Application:
     app.router.add_post("/-/reload", reload)
     app.router.add_put("/-/reload", reload)
     deps.push.add_routes(app)
+    for provider in deps.routes:
+        provider.add_routes(app)
     return app

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,6 +35,7 @@ ACCEPT = (
 )
 PARSE_IN_THREAD_BYTES = 1 << 20  # parse big bodies off the event loop so other targets keep their time
 SessionGetter = Callable[[], aiohttp.ClientSession]
+_MISS: Any = object()
 
 
 class ScrapeError(Exception):
@@ -111,6 +113,9 @@ class ScrapeTarget(_HttpTarget):
         super().__init__(cfg, url, instance, session, extra_labels)
         self._parser = TextParser()
         self._relabel = Relabeler(cfg.metric_relabel_configs)
+        # Like Prometheus' scrape cache: scraped name and labels -> stored series key (or None: dropped).
+        self._cache: dict[tuple[Any, ...], SeriesKey | None] = {}
+        self._last_size = 0
 
     async def collect(self, now_ms: int) -> Collection:
         cfg = self.cfg
@@ -134,49 +139,61 @@ class ScrapeTarget(_HttpTarget):
             return await asyncio.to_thread(parse, body)
         return parse(body)
 
+    def _series_key(self, name: str, scraped: dict[str, str]) -> SeriesKey | None:
+        """The stored identity of a scraped series: target labels attached, relabelled (None: dropped)."""
+        labels = dict(scraped)
+        target = self.labels
+        if self.cfg.honor_labels:
+            for k, v in target.items():
+                if not labels.get(k):
+                    labels[k] = v
+        else:
+            for k, v in target.items():
+                if k in labels:
+                    scraped_value = labels.pop(k)
+                    if scraped_value:
+                        labels["exported_" + k] = scraped_value
+                labels[k] = v
+        labels["__name__"] = name
+        if self._relabel:
+            kept = self._relabel.apply(labels)
+            if kept is None:
+                return None
+            labels = kept
+        name = labels.pop("__name__", "")
+        if not name:
+            return None  # relabelled away, as Prometheus drops a series without a name
+        return SeriesKey.of(name, labels)
+
     def _build(self, families: list[MetricFamily], now_ms: int) -> Collection:
         cfg = self.cfg
-        target = self.labels
-        honor_labels, honor_ts = cfg.honor_labels, cfg.honor_timestamps
-        relabel = self._relabel
+        honor_ts = cfg.honor_timestamps
         label_limit, sample_limit = cfg.label_limit, cfg.sample_limit
         samples: list[Sample] = []
         meta: dict[str, MetricMeta] = {}
         seen: set[SeriesKey] = set()
         scraped = 0
+        cache = self._cache
+        if len(cache) > 4 * max(self._last_size, 1000):
+            cache.clear()  # series come and go: keep the cache near one scrape's size
         for fam in families:
             meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
             for s in fam.samples:
                 scraped += 1
-                labels = dict(s.labels)
-                if honor_labels:
-                    for k, v in target.items():
-                        if not labels.get(k):
-                            labels[k] = v
-                else:
-                    for k, v in target.items():
-                        if k in labels:
-                            scraped_value = labels.pop(k)
-                            if scraped_value:
-                                labels["exported_" + k] = scraped_value
-                        labels[k] = v
-                labels["__name__"] = s.name
-                if relabel:
-                    kept = relabel.apply(labels)
-                    if kept is None:
-                        continue
-                    labels = kept
-                name = labels.pop("__name__", "")
-                if not name:
-                    continue  # relabelled away, as Prometheus drops a series without a name
-                if label_limit and len(labels) + 1 > label_limit:
-                    raise ScrapeError("label_limit", f"label_limit exceeded ({len(labels) + 1} labels > {label_limit})")
-                key = SeriesKey.of(name, labels)
+                ident = (s.name, *s.labels.items())
+                key = cache.get(ident, _MISS)
+                if key is _MISS:
+                    key = cache[ident] = self._series_key(s.name, s.labels)
+                if key is None:
+                    continue  # dropped by relabelling
+                if label_limit and len(key.labels) + 1 > label_limit:
+                    raise ScrapeError("label_limit", f"label_limit exceeded ({len(key.labels) + 1} labels > {label_limit})")
                 if s.timestamp_ms is not None and honor_ts:
                     samples.append(Sample(key, s.timestamp_ms, s.value))
                 else:
                     samples.append(Sample(key, now_ms, s.value))
                     seen.add(key)
+        self._last_size = scraped
         if sample_limit and len(samples) > sample_limit:
             raise ScrapeError("sample_limit", f"sample_limit exceeded ({len(samples)} samples > {sample_limit})")
         kept = len(samples)

@@ -8,9 +8,8 @@ pydantic errors turned into ``FILE:LINE: path: message``). Import from here, not
 
 from __future__ import annotations
 
+from mlwatch.config._fields import CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE
 from mlwatch.config.loader import (
-    CONFIG_ENV_VAR,
-    DEFAULT_CONFIG_FILE,
     check_config,
     config_path,
     load_config,

@@ -446,6 +446,7 @@ class LogFileSource:
         jsonl = self._pattern is None
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         sampled = 0
+        reason: str | None
         for raw, pos in result.lines:
             if jsonl:  # inlined: this loop is the hot path of a log source
                 try:

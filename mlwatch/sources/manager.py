@@ -221,7 +221,8 @@ class SourceManager:
                 out.append((f"{src.name}|{inst}|{src.url}", ScrapeTarget(src, src.url, inst, self.session), False))
             else:
                 seen: set[str] = set()
-                entries = [(t, {}) for t in src.targets] + self._file_targets(src)
+                entries: list[tuple[str, dict[str, str]]] = [(t, {}) for t in src.targets]
+                entries += self._file_targets(src)
                 for address, extra in entries:
                     if address in seen:
                         continue

@@ -335,7 +335,7 @@ def test_hostile_bodies_are_errors_of_the_target(body: bytes) -> None:
     try:
         col = asyncio.run(target.collect(1000))
     finally:
-        http_mod.fetch = original  # type: ignore[assignment]
+        http_mod.fetch = original
     assert (col.error is None) == (col.reason is None)
     assert all(isinstance(s.value, float) for s in col.samples)
     if col.error is None:

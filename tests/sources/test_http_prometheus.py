@@ -109,7 +109,7 @@ def test_same_series_values_and_staleness_as_prometheus(exporter: tuple[str, _St
         }  # fmt: skip
 
         def present_at(expr: str, t: float) -> bool:
-            res = requests.get(f"{prom.url}/api/v1/query", params={"query": expr, "time": t}, timeout=5).json()
+            res = requests.get(f"{prom.url}/api/v1/query", params={"query": expr, "time": str(t)}, timeout=5).json()
             return bool(res["data"]["result"])
 
         b_absent_after_phase_1 = not present_at('b{job="fx"}', prom_phase_ends[1] - 0.1)

@@ -41,7 +41,7 @@ def test_actions(rules: list[dict[str, object]], want: dict[str, str] | None) ->
 
 def test_rules_apply_in_order_and_do_not_mutate_the_input() -> None:
     labels = dict(L)
-    rules = [
+    rules: list[dict[str, object]] = [
         {"source_labels": ["method"], "target_label": "m", "replacement": "$1"},
         {"source_labels": ["m"], "regex": "get", "action": "drop"},
     ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mlwatch.cli import common_options, handle_errors
+from mlwatch.commands.common import common_options, handle_errors
 from mlwatch.promql.engine import QueryResult
 from mlwatch.promql.jsonfmt import format_value, success_body
 from mlwatch.promql.params import parse_step, parse_time

@@ -43,15 +43,33 @@ def _point(t: int, v: float) -> str:
     return f'[{format_ts(t)},"{format_value(v)}"]'
 
 
+def _value_strings(vals: Any) -> list[str]:
+    """Values in Go's 'f' -1 form: integral ones vectorised, the rest through a memo (values repeat)."""
+    arr = np.asarray(vals, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        integral = (arr == np.trunc(arr)) & (np.abs(arr) < 2.0**53) & ~((arr == 0) & np.signbit(arr))
+    if integral.all():
+        return arr.astype(np.int64).astype(str).tolist()  # type: ignore[no-any-return]
+    memo: dict[float, str] = {}
+    out = []
+    fv = format_value
+    for v in arr.tolist():
+        s = memo.get(v)
+        if s is None:
+            s = fv(v)
+            if v != 0:  # 0.0 and -0.0 are equal keys but print differently
+                memo[v] = s
+        out.append(s)
+    return out
+
+
 def _points(ts: Any, vals: Any) -> str:
     whole, frac = np.divmod(np.asarray(ts, dtype=np.int64), 1000)
     if (frac == 0).all() and (whole >= 0).all():
-        stamps = [str(w) for w in whole.tolist()]
+        stamps = whole.astype(str).tolist()
     else:
         stamps = [format_ts(t) for t in np.asarray(ts).tolist()]
-    fv = format_value
-    return ",".join([f'[{t},"{fv(v)}"]' for t, v in zip(stamps, np.asarray(vals, dtype=np.float64).tolist(),
-                                                         strict=True)])
+    return ",".join([f'[{t},"{v}"]' for t, v in zip(stamps, _value_strings(vals), strict=True)])
 
 
 def result_data(res: QueryResult) -> str:

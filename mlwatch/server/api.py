@@ -125,13 +125,13 @@ class PrometheusApi:
 
     async def _run(self, fn: Callable[[], Any]) -> web.Response:
         try:
-            res = await asyncio.to_thread(fn)
+            text = await asyncio.to_thread(lambda: success_body(fn()))  # formatting off the event loop too
         except QueryError as exc:
             kind, status = error_type(exc)
             return _error(kind, str(exc), status)
         except StorageUnavailable as exc:
             return _error("unavailable", str(exc), 503)
-        return web.Response(text=success_body(res), content_type=JSON)
+        return web.Response(text=text, content_type=JSON)
 
     # ------------------------------------------------------------ queries
     async def query(self, request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ Figures (BENCHMARKS.md B6):
 
 The data is written once as OpenMetrics text, loaded with ``mlwatch import``, ``promtool tsdb
 create-blocks-from openmetrics`` and VictoriaMetrics' ``/api/v1/import/prometheus``, and ends 4 hours
-ago (promtool does not backfill the last 3 hours). mlwatch's API runs in its own process on the
+ago (promtool does not backfill the last 3 hours). mlwatch answers from a real ``mlwatch daemon`` on the
 imported database. Each query is checked to return the same number of points on every system before
 its speed is reported. Usage: ``python benchmarks/bench_query.py [--quick] [--json out.json]``.
 """
@@ -87,19 +87,6 @@ def to_prometheus_text(om: Path, out: Path) -> None:
             dst.write(f"{head} {int(ts) * 1000}\n")
 
 
-def serve_mlwatch(db: str, port: int) -> None:  # runs in the child process
-    from aiohttp import web
-
-    from mlwatch.server.api import PrometheusApi
-    from mlwatch.storage.database import make_engine
-    from mlwatch.storage.reader import Reader
-
-    app = web.Application()
-    PrometheusApi(Reader(make_engine(db, readonly=True)), query_timeout_ms=120_000).add_routes(app)
-    app.router.add_get("/-/ready", lambda _r: web.Response(text="ok"))  # type: ignore[arg-type, return-value]
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
 def query(base: str, expr: str, start: int, end: int, step: int) -> tuple[float, int]:
     qs = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step, "nocache": 1})
     t0 = time.perf_counter()
@@ -125,19 +112,19 @@ def main() -> int:
         end_s = int(time.time()) // 3600 * 3600 - 4 * 3600
         om = work / "data.om"
         ranges = write_data(om, end_s, args.quick)
-        (work / "mlwatch.yaml").write_text(f"storage:\n  url: sqlite:///{work / 'm.db'}\n  retention: 3650d\n")
+        ml_port = free_port()
+        (work / "mlwatch.yaml").write_text(f"storage:\n  url: sqlite:///{work / 'm.db'}\n  retention: 3650d\n"
+                                           f"server:\n  listen: 127.0.0.1:{ml_port}\n")
         t0 = time.perf_counter()
-        imp = "import sys; from mlwatch.commands.importer import import_command; import_command(sys.argv[1:])"
-        subprocess.run([sys.executable, "-c", imp, str(om), "-c", str(work / "mlwatch.yaml"), "-q"],
+        subprocess.run([sys.executable, "-m", "mlwatch.cli", "import", str(om), "-c", str(work / "mlwatch.yaml"), "-q"],
                        check=True, capture_output=True)
         import_s = time.perf_counter() - t0
         subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(work / "prom")],
                        check=True, capture_output=True)
         systems: dict[str, str] = {}
-        port = free_port()
-        procs.append(subprocess.Popen([sys.executable, __file__, "--serve", f"sqlite:///{work / 'm.db'}", str(port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        systems["mlwatch"] = f"http://127.0.0.1:{port}"
+        procs.append(subprocess.Popen([sys.executable, "-m", "mlwatch.cli", "daemon", "-c", str(work / "mlwatch.yaml")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work))
+        systems["mlwatch"] = f"http://127.0.0.1:{ml_port}"
         (work / "prometheus.yml").write_text("global: {}\n")
         port = free_port()
         procs.append(subprocess.Popen(
@@ -205,7 +192,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        serve_mlwatch(sys.argv[2], int(sys.argv[3]))
-    else:
-        sys.exit(main())
+    sys.exit(main())

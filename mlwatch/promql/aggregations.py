@@ -92,10 +92,11 @@ def _simple_any(op: str, V: F64, P: Bools, n: Any) -> Any:
     m2 = np.zeros(V.shape[1])
     for r in range(V.shape[0]):
         p = P[r]
+        first = p & (count == 0)  # Prometheus starts a group at mean=v, m2=0 (so one NaN gives 0)
         count = np.where(p, count + 1, count)
         delta = V[r] - mean
-        mean = np.where(p, mean + delta / np.maximum(count, 1), mean)
-        m2 = np.where(p, m2 + delta * (V[r] - mean), m2)
+        mean = np.where(first, V[r], np.where(p, mean + delta / np.maximum(count, 1), mean))
+        m2 = np.where(first, 0.0, np.where(p, m2 + delta * (V[r] - mean), m2))
     var = m2 / np.maximum(count, 1)
     return var if op == "stdvar" else np.sqrt(var)
 

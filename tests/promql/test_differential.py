@@ -61,7 +61,7 @@ HAND = [
     # aggregations
     *[f"{a}(temp)" for a in AGGS], *[f"{a} by (room) (temp)" for a in AGGS],
     *[f"{a} without (b) (combo)" for a in AGGS], "sum by (a) (combo)", "sum(nan_g)", "max(nan_g)", "min(nan_g)",
-    "avg by (k) (nan_g)", "sum by (__name__) (temp)", "count without () (temp)", "sum by (nonexistent) (temp)",
+    "avg by (k) (nan_g)", "stddev by (k) (nan_g)", "stdvar(nan_g)", "sum by (__name__) (temp)", "count without () (temp)", "sum by (nonexistent) (temp)",
     "quantile(0.5, temp)", "quantile by (room) (0.9, temp)", "quantile(1.5, temp)", "quantile(-0.5, combo)",
     "topk(3, combo)", "bottomk(2, temp)", "topk by (room) (1, temp)", "bottomk(1, nan_g)", "topk(0, temp)",
     "topk(2.7, combo)", 'count_values("value", up)', 'count_values by (room) ("v", round(temp))',
@@ -182,13 +182,18 @@ def test_hand_written(setup: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------ generated queries
-_vec_leaf = st.sampled_from(SEL)
 _dur = st.sampled_from(["1m", "2m", "5m", "7m30s", "10m", "20m"])
+_mod = st.sampled_from(["", "", "", " offset 5m", " offset -3m", " @ {at}", " @ end()", " offset 1m @ start()"])
+_vec_leaf = st.builds(lambda sel, mod: sel + mod, st.sampled_from(SEL), _mod)
 
 
 @st.composite
 def _range_call(draw: st.DrawFn) -> str:
-    return f"{draw(st.sampled_from(RANGE_FUNCS))}({draw(_vec_leaf)}[{draw(_dur)}])"
+    sel = draw(st.sampled_from(SEL))
+    rng = draw(_dur)
+    if draw(st.booleans()):
+        rng += draw(st.sampled_from([":", ":1m", ":45s", ":2m"]))
+    return f"{draw(st.sampled_from(RANGE_FUNCS))}({sel}[{rng}]{draw(_mod)})"
 
 
 def _extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:

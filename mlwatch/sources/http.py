@@ -20,7 +20,7 @@ import orjson
 
 from mlwatch.config import HttpSourceConfig
 from mlwatch.errors import ParseError
-from mlwatch.model import MetricFamily, MetricMeta, MetricType, Sample, SeriesKey
+from mlwatch.model import STALE_NAN, MetricFamily, MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.sources.base import Collection, SeriesTracker
 from mlwatch.sources.fieldpath import MISSING, FieldPath, to_number
 from mlwatch.sources.openmetrics import is_openmetrics, parse_openmetrics
@@ -114,7 +114,9 @@ class ScrapeTarget(_HttpTarget):
         self._parser = TextParser()
         self._relabel = Relabeler(cfg.metric_relabel_configs)
         # Like Prometheus' scrape cache: scraped name and labels -> stored series key (or None: dropped).
-        self._cache: dict[tuple[Any, ...], SeriesKey | None] = {}
+        self._cache: dict[tuple[Any, ...], tuple[SeriesKey, int] | None] = {}
+        self._next_id = 0
+        self._live: dict[int, SeriesKey] = {}  # series (without explicit timestamps) of the last committed scrape
         self._last_size = 0
 
     async def collect(self, now_ms: int) -> Collection:
@@ -171,34 +173,59 @@ class ScrapeTarget(_HttpTarget):
         label_limit, sample_limit = cfg.label_limit, cfg.sample_limit
         samples: list[Sample] = []
         meta: dict[str, MetricMeta] = {}
-        seen: set[SeriesKey] = set()
+        seen: set[int] = set()  # series ids (ints hash fast; a SeriesKey hashes its whole label tuple)
         scraped = 0
         cache = self._cache
+        live = self._live
         if len(cache) > 4 * max(self._last_size, 1000):
-            cache.clear()  # series come and go: keep the cache near one scrape's size
+            # Series come and go: keep the cache near one scrape's size (never forget a live series' id).
+            self._cache = cache = {i: e for i, e in cache.items() if e is None or e[1] in live}
         for fam in families:
             meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
             for s in fam.samples:
                 scraped += 1
                 ident = (s.name, *s.labels.items())
-                key = cache.get(ident, _MISS)
-                if key is _MISS:
-                    key = cache[ident] = self._series_key(s.name, s.labels)
-                if key is None:
+                entry = cache.get(ident, _MISS)
+                if entry is _MISS:
+                    key = self._series_key(s.name, s.labels)
+                    self._next_id += 1
+                    entry = cache[ident] = None if key is None else (key, self._next_id)
+                if entry is None:
                     continue  # dropped by relabelling
+                key, sid = entry
                 if label_limit and len(key.labels) + 1 > label_limit:
                     raise ScrapeError("label_limit", f"label_limit exceeded ({len(key.labels) + 1} labels > {label_limit})")
                 if s.timestamp_ms is not None and honor_ts:
                     samples.append(Sample(key, s.timestamp_ms, s.value))
                 else:
                     samples.append(Sample(key, now_ms, s.value))
-                    seen.add(key)
+                    seen.add(sid)
         self._last_size = scraped
         if sample_limit and len(samples) > sample_limit:
             raise ScrapeError("sample_limit", f"sample_limit exceeded ({len(samples)} samples > {sample_limit})")
         kept = len(samples)
-        samples += self._tracker.stale_for(seen, now_ms)
-        return Collection(samples=samples, meta=meta, scraped=scraped, kept=kept, commit=self._tracker.accept)
+        stale = [Sample(k, now_ms, STALE_NAN) for sid, k in live.items() if sid not in seen]
+        samples += stale
+        if not stale and len(seen) == len(live):
+            new_live = live  # the same series as last time (the usual case): no new map to build
+        else:
+            new_live = {e[1]: e[0] for e in cache.values() if e is not None and e[1] in seen}
+
+        def accept() -> None:
+            self._live = new_live
+
+        return Collection(samples=samples, meta=meta, scraped=scraped, kept=kept, commit=accept)
+
+    def removed(self, now_ms: int) -> list[Sample]:
+        return [Sample(k, now_ms, STALE_NAN) for k in self._live.values()]
+
+    def _failed(self, now_ms: int, reason: str, message: str) -> Collection:
+        stale = self.removed(now_ms)
+
+        def accept() -> None:
+            self._live = {}
+
+        return Collection(samples=stale, error=message, reason=reason, commit=accept)
 
 
 class JsonTarget(_HttpTarget):

@@ -140,9 +140,9 @@ async def test_scheduler_runs_targets_on_their_own(writer: Writer, reader: Reade
     scheduler = AsyncIOScheduler()
     await m.start(scheduler)
     scheduler.start()
-    for _ in range(50):
+    for _ in range(300):  # generous: a loaded CI machine
         await asyncio.sleep(0.1)
-        if m.healths()[0].last_scrape_ms:
+        if m.healths()[0].last_scrape_ms and reader.state(f"source_health/logs/{log}"):
             break
     scheduler.shutdown(wait=False)
     await m.stop()

@@ -35,6 +35,7 @@ from mlwatch.config._fields import (
     _ctx,
     _Model,
 )
+from mlwatch.config.alerting import AlertingConfig, InhibitRuleConfig, Notifiers, Routes, RuleFiles, Rules
 from mlwatch.config.sources import AnySource, MetricDeclaration
 from mlwatch.errors import ConfigError, ConfigProblem
 from mlwatch.model import MetricType
@@ -250,6 +251,13 @@ class Config(_Model):
     push: PushConfig = Field(default_factory=PushConfig)
     evaluation_interval: PositiveDuration = 15 * _S
     sources: list[AnySource] = Field(default_factory=list)
+    # Rules and alerting (models in config/alerting.py); notifiers come before routes, which name them.
+    rule_files: RuleFiles = Field(default_factory=list)
+    rules: Rules = Field(default_factory=list)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    notifiers: Notifiers = Field(default_factory=list)
+    routes: Routes = Field(default_factory=list)
+    inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
 
     def metric_declarations(self) -> Iterator[MetricDeclaration]:
         """Every metric the config declares with a type, located from the top of the file."""

@@ -115,3 +115,98 @@ push_groups = Table(
     Column("failure_time", Float, nullable=False),  # seconds; last failed change, 0 if none
     Column("expires_at", Float, nullable=True),  # seconds; set by ?ttl= or push.default_ttl
 )
+
+# ------------------------------------------------------------------ alerting (storage/alertstore.py)
+
+# The state of every active alert (pending or firing, and firing ones held by keep_firing_for), so a
+# restart neither re-fires nor forgets an alert; a row is deleted when its alert resolves.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("rule_key", Text, nullable=False),  # rule group key + rule name
+    Column("fingerprint", String, nullable=False),  # of the alert's labels
+    Column("labels", Text, nullable=False),  # JSON object
+    Column("annotations", Text, nullable=False),  # JSON object
+    Column("state", String, nullable=False),  # pending | firing
+    Column("value", Float, nullable=False),
+    Column("active_at", Float, nullable=False),  # seconds; when the condition first held
+    Column("fired_at", Float, nullable=True),
+    Column("last_seen", Float, nullable=False),  # last evaluation at which the condition held
+    Column("last_eval", Float, nullable=False),
+    Column("resolving_since", Float, nullable=True),  # keep_firing_for/resolve_expr hold-over start
+    Column("last_sent_am", Float, nullable=True),  # last time sent to the Alertmanagers
+    PrimaryKeyConstraint("rule_key", "fingerprint"),
+)
+
+# Every transition of every alert: the alert history.
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("fingerprint", String, nullable=False),
+    Column("alertname", String, nullable=False),
+    Column("event", String, nullable=False),  # pending | firing | resolved
+    Column("labels", Text, nullable=False),
+    Column("annotations", Text, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("active_at", Float, nullable=False),
+    Column("condition", Text, nullable=False, server_default=""),  # the rule's (compiled) expression
+)
+Index("ix_alert_events_ts", alert_events.c.ts)
+Index("ix_alert_events_fp", alert_events.c.fingerprint, alert_events.c.ts)
+
+# Alertmanager-shaped silences.
+silences = Table(
+    "silences",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("matchers", Text, nullable=False),  # JSON list of {name, value, isRegex, isEqual}
+    Column("starts_at", Float, nullable=False),
+    Column("ends_at", Float, nullable=False),
+    Column("created_by", String, nullable=False, server_default=""),
+    Column("comment", Text, nullable=False, server_default=""),
+    Column("updated_at", Float, nullable=False),
+)
+
+# The durable notification outbox: each notification is stored before it is sent.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String, nullable=False, unique=True),  # the idempotency key
+    Column("notifier", String, nullable=False),
+    Column("group_key", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # JSON: the notification (status, alerts, rendered texts)
+    Column("status", String, nullable=False),  # pending | delivered | expired
+    Column("created_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("delivered_at", Float, nullable=True),
+)
+Index("ix_notifications_due", notifications.c.status, notifications.c.next_attempt_at)
+
+# Every delivery attempt and its outcome.
+notification_attempts = Table(
+    "notification_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("notification_id", Integer, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("seconds", Float, nullable=False),
+)
+Index("ix_notification_attempts_nid", notification_attempts.c.notification_id)
+
+# Routing state per (route, group, notifier): what was last notified and when (repeat_interval).
+notify_groups = Table(
+    "notify_groups",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("last_sent", Float, nullable=False),
+    Column("last_hash", String, nullable=False),
+    Column("firing", Text, nullable=False, server_default="[]"),  # JSON list of fingerprints last sent firing
+)

@@ -60,7 +60,6 @@ class Collection:
     buffer_on_failure: bool = True  # scrapes may wait in memory; logs re-read (the file is the buffer)
     commit: Callable[[], None] = _noop
     abort: Callable[[], None] = _noop
-    report: bool = True  # write up/scrape_* series for this collection
 
 
 class Target(Protocol):

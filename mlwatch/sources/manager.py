@@ -169,6 +169,7 @@ class SourceManager:
         self._buffered = 0
         self._targets_files: dict[str, tuple[float, int, list[tuple[str, dict[str, str]]]]] = {}
         self._file_errors: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._stopping = False
         self.collector: Collector = _SourceCollector(self)
 
     # ---------------------------------------------------------------- building targets
@@ -276,6 +277,7 @@ class SourceManager:
     async def start(self, scheduler: SchedulerLike | None = None) -> None:
         """Build every target (log sources continue from their committed state) and schedule them."""
         self._scheduler = scheduler
+        self._stopping = False
         for src in self._sources:
             for key, target, expose in self._build(src):
                 await self._add(src, key, target, expose)
@@ -286,7 +288,8 @@ class SourceManager:
             )  # fmt: skip
 
     async def stop(self) -> None:
-        """Unschedule and close every target; a collection in progress finishes first."""
+        """Unschedule and close every target; a collection in progress finishes its current chunk first."""
+        self._stopping = True
         if self._scheduler is not None:
             for runner in list(self._runners.values()):
                 with contextlib.suppress(Exception):
@@ -340,7 +343,7 @@ class SourceManager:
             return
         async with runner.lock:
             for _ in range(MAX_DRAIN_CHUNKS):
-                if key not in self._runners:
+                if key not in self._runners or self._stopping:
                     return
                 more = await self._collect_once(runner)
                 if not more:

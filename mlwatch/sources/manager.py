@@ -510,6 +510,10 @@ class SourceManager:
             data["droppedTargets"] = []
         return data
 
+    def add_routes(self, app: web.Application) -> None:
+        """Mount ``GET /api/v1/targets`` (a RouteProvider for server/app.py's ``AppDeps.routes``)."""
+        app.router.add_get("/api/v1/targets", self.targets_handler)
+
     async def targets_handler(self, request: web.Request) -> web.Response:
         """aiohttp handler for ``GET /api/v1/targets`` (``?state=active|dropped|any``, ``?scrapePool=``)."""
         state = request.query.get("state", "any").lower()

@@ -118,7 +118,7 @@ async def test_collector_targets_api_and_metrics_families(tmp_path: Path, writer
     assert health["errors_total"] == {"invalid_json": 1} and health["rejected"] == ["invalid_json: not json"]
 
     app = web.Application()
-    app.router.add_get("/api/v1/targets", m.targets_handler)
+    m.add_routes(app)
     async with TestClient(TestServer(app)) as client:
         body = await (await client.get("/api/v1/targets")).json()
         assert body["status"] == "success"

@@ -168,12 +168,12 @@ class LineMetrics:
     def __init__(self, metrics: Sequence[LogMetricConfig], base_labels: dict[str, str]) -> None:
         self._metrics = [_Metric(m) for m in metrics]
         self._base = base_labels
-        self._feeders = [_feeder(m) for m in self._metrics]
+        self.feeders = [_feeder(m) for m in self._metrics]
 
     def feed(self, event: LineEvent) -> str | None:
         fields, ts = event.fields, event.ts_ms
         reason = None
-        for feeder in self._feeders:
+        for feeder in self.feeders:
             r = feeder(fields, ts)
             if r is not None and (reason is None or reason == "missing_field"):
                 reason = r  # the most telling reason of the line is counted
@@ -443,6 +443,8 @@ class LogFileSource:
         parse = self._parse
         newest = self._newest_ts
         feeds = [op.feed for op in operators]
+        only_metrics = sampler is None and len(operators) == 1 and isinstance(operators[0], LineMetrics)
+        direct = operators[0].feeders if only_metrics else None  # type: ignore[attr-defined]
         jsonl = self._pattern is None
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         sampled = 0
@@ -473,6 +475,15 @@ class LogFileSource:
                     continue
                 ts = parsed
                 newest = max(newest, ts)
+            if direct is not None:  # no sampling, only the config's metrics: skip the event object
+                sampled += 1
+                for feeder in direct:
+                    r = feeder(fields, ts)
+                    if r is not None:
+                        bad[r] += 1
+                        if len(rejected) < MAX_REJECTED_PER_CHUNK:
+                            rejected.append(f"{r}: {raw[:300].decode('utf-8', 'replace')}")
+                continue
             event = LineEvent(fields, ts, pos)
             events = sampler.offer(event) if sampler is not None else (event,)
             for ev in events:

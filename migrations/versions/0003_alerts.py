@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("resolving_since", sa.Float, nullable=True),
         sa.Column("last_sent_am", sa.Float, nullable=True),
         sa.PrimaryKeyConstraint("rule_key", "fingerprint"),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "alert_events",
@@ -47,7 +48,6 @@ def upgrade() -> None:
         sa.Column("condition", sa.Text, nullable=False, server_default=""),
     )
     op.create_index("ix_alert_events_ts", "alert_events", ["ts"])
-    op.create_index("ix_alert_events_fp", "alert_events", ["fingerprint", "ts"])
     op.create_table(
         "silences",
         sa.Column("id", sa.String, primary_key=True),
@@ -83,7 +83,6 @@ def upgrade() -> None:
         sa.Column("error", sa.Text, nullable=False, server_default=""),
         sa.Column("seconds", sa.Float, nullable=False),
     )
-    op.create_index("ix_notification_attempts_nid", "notification_attempts", ["notification_id"])
     op.create_table(
         "notify_groups",
         sa.Column("key", sa.Text, primary_key=True),
@@ -95,12 +94,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("notify_groups")
-    op.drop_index("ix_notification_attempts_nid", table_name="notification_attempts")
     op.drop_table("notification_attempts")
     op.drop_index("ix_notifications_due", table_name="notifications")
     op.drop_table("notifications")
     op.drop_table("silences")
-    op.drop_index("ix_alert_events_fp", table_name="alert_events")
     op.drop_index("ix_alert_events_ts", table_name="alert_events")
     op.drop_table("alert_events")
     op.drop_table("alerts")

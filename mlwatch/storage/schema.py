@@ -136,6 +136,7 @@ alerts = Table(
     Column("resolving_since", Float, nullable=True),  # keep_firing_for/resolve_expr hold-over start
     Column("last_sent_am", Float, nullable=True),  # last time sent to the Alertmanagers
     PrimaryKeyConstraint("rule_key", "fingerprint"),
+    sqlite_with_rowid=False,
 )
 
 # Every transition of every alert: the alert history.
@@ -154,7 +155,6 @@ alert_events = Table(
     Column("condition", Text, nullable=False, server_default=""),  # the rule's (compiled) expression
 )
 Index("ix_alert_events_ts", alert_events.c.ts)
-Index("ix_alert_events_fp", alert_events.c.fingerprint, alert_events.c.ts)
 
 # Alertmanager-shaped silences.
 silences = Table(
@@ -199,7 +199,6 @@ notification_attempts = Table(
     Column("error", Text, nullable=False, server_default=""),
     Column("seconds", Float, nullable=False),
 )
-Index("ix_notification_attempts_nid", notification_attempts.c.notification_id)
 
 # Routing state per (route, group, notifier): what was last notified and when (repeat_interval).
 notify_groups = Table(

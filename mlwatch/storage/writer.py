@@ -121,8 +121,11 @@ class Writer:
     """Owns the only write connection. Start with :meth:`start`, stop with :meth:`stop`.
 
     ``compact_threshold`` (samples in the head) and ``compact_max_age_s`` (age of the oldest head
-    sample's record) start compaction by themselves; ``carry_limit`` bounds the samples kept in the
-    head between compactions to fill pages.
+    sample's record) start compaction by themselves. Each compaction writes every series' samples;
+    a series' last, partly filled chunk stays "open" and is re-encoded with its next samples until
+    it fills a page. ``carry_limit`` > 0 instead keeps up to that many samples of partly filled
+    chunks in the log (rewritten into a new log record at each compaction); measured slower
+    (B1/B5), it is off by default.
     """
 
     def __init__(
@@ -134,7 +137,7 @@ class Writer:
         clock: Clock = time.time,
         compact_threshold: int = 1_000_000,
         compact_max_age_s: float = 900.0,
-        carry_limit: int = 4_000_000,
+        carry_limit: int = 0,
     ) -> None:
         self._engine = engine
         self.out_of_order_window_ms = out_of_order_window_ms
@@ -567,7 +570,7 @@ class Writer:
                         sid = int(ss.uniq[k])
                         ct, cb = compact_series(
                             conn, out, sid, ss.ts[lo:hi], ss.bits[lo:hi],
-                            flush=flush or carry_total > self.carry_limit,
+                            flush=flush or carry_total >= self.carry_limit,
                         )
                         if len(ct):
                             carried.append((np.full(len(ct), sid, np.int32), ct, cb))

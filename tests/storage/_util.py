@@ -29,13 +29,29 @@ def key(i: int, name: str = "m") -> SeriesKey:
     return SeriesKey.of(name, {"i": str(i)})
 
 
+_TEMPLATE: dict[str, bytes] = {}
+
+
+def _template() -> bytes:
+    """The bytes of a freshly migrated database, made once per process (migrating takes ~0.1 s)."""
+    if "db" not in _TEMPLATE:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "template.db"
+            eng = make_engine(f"sqlite:///{path}")
+            upgrade(eng)
+            eng.dispose()
+            _TEMPLATE["db"] = path.read_bytes()
+    return _TEMPLATE["db"]
+
+
 @contextmanager
 def fresh_db() -> Iterator[tuple[str, Engine]]:
     """A migrated database in its own temporary directory (hypothesis examples cannot use tmp_path)."""
     with tempfile.TemporaryDirectory() as d:
-        url = f"sqlite:///{Path(d) / 'db.sqlite'}"
+        path = Path(d) / "db.sqlite"
+        path.write_bytes(_template())
+        url = f"sqlite:///{path}"
         eng = make_engine(url)
-        upgrade(eng)
         try:
             yield url, eng
         finally:

@@ -32,7 +32,7 @@ CHILD = textwrap.dedent(
 
     eng = make_engine(sys.argv[1])
     start = int(sys.argv[2])
-    w = Writer(eng, out_of_order_window_ms=10**12, compact_threshold=int(sys.argv[3]))
+    w = Writer(eng, out_of_order_window_ms=10**12, compact_threshold=int(sys.argv[3]), carry_limit=int(sys.argv[4]))
     w.start()
     keys = [SeriesKey.of("m", {"i": str(i)}) for i in range(SERIES)]
     dup = SeriesKey.of("dup")
@@ -53,7 +53,8 @@ def _run_until_killed(url: str, start: int, threshold: int, rng: random.Random) 
     """Start a writer process from batch ``start``, kill -9 it at a random point; the last acked batch."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, str(start), str(threshold)], stdout=subprocess.PIPE, env=env
+        [sys.executable, "-c", CHILD, url, str(start), str(threshold), str(rng.choice([0, 10**9]))],
+        stdout=subprocess.PIPE, env=env,
     )
     assert proc.stdout is not None
     acked = start - 1

@@ -75,15 +75,18 @@ def check(reader: Reader, model: Model) -> None:
 
 
 @pytest.mark.usefixtures("small_chunks")
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(op, min_size=1, max_size=12), st.integers(5, 200))
-def test_roundtrip(ops: list[tuple[object, ...]], threshold: int) -> None:
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(op, min_size=1, max_size=12), st.integers(5, 200), st.sampled_from([0, 10**9]))
+def test_roundtrip(ops: list[tuple[object, ...]], threshold: int, carry_limit: int) -> None:
     model = Model()
     with fresh_db() as (_, engine):
         clock = FakeClock()
 
         def new_writer() -> Writer:
-            w = Writer(engine, out_of_order_window_ms=WINDOW, clock=clock, compact_threshold=threshold)
+            w = Writer(
+                engine, out_of_order_window_ms=WINDOW, clock=clock, compact_threshold=threshold,
+                carry_limit=carry_limit,
+            )
             w.start()
             return w
 

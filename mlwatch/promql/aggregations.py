@@ -78,10 +78,22 @@ def _simple_any(op: str, V: F64, P: Bools, n: Any) -> Any:
         return n.astype(np.float64)
     if op == "group":
         return np.ones(V.shape[1])
-    if op in ("sum", "avg"):
+    if op == "sum":
         # a reduction over axis 0 of a C-ordered array adds row after row: input order, as Prometheus does
-        total = np.where(P, V, 0.0).sum(axis=0)
-        return total if op == "sum" else total / np.maximum(n, 1)
+        return np.where(P, V, 0.0).sum(axis=0)
+    if op == "avg":
+        # Prometheus 2.x: a running mean from the first value, keeping an infinite mean when it can
+        mean = np.zeros(V.shape[1])
+        count = np.zeros(V.shape[1])
+        for r in range(V.shape[0]):
+            p, v = P[r], V[r]
+            first = p & (count == 0)
+            count = np.where(p, count + 1, count)
+            skip = np.isinf(mean) & ((np.isinf(v) & ((mean > 0) == (v > 0))) | (~np.isinf(v) & ~np.isnan(v)))
+            c = np.maximum(count, 1)
+            nxt = mean + (v / c - mean / c)
+            mean = np.where(first, v, np.where(p & ~skip, nxt, mean))
+        return mean
     if op == "min":
         return np.fmin.reduce(np.where(P, V, np.nan), axis=0)
     if op == "max":

@@ -170,11 +170,15 @@ def _over_time(name: str, rv: RangeVector, arg: F64 | None = None) -> InstantVec
             return np.ones(len(C)), True
         if name == "last_over_time":
             return _last(V, C), True
-        if name in ("sum_over_time", "avg_over_time"):
+        if name == "sum_over_time":
             total = np.zeros(len(C))
+            comp = np.zeros(len(C))
             for _, v, m in _columns(V, M):
-                total = np.where(m, total + v, total)
-            return (total if name == "sum_over_time" else total / C), True
+                t, c = _kahan_inc(v, total, comp)
+                total, comp = np.where(m, t, total), np.where(m, c, comp)
+            return np.where(np.isinf(total), total, total + comp), True
+        if name == "avg_over_time":
+            return _incremental_mean(V, M, C), True
         if name == "min_over_time":
             return np.fmin.reduce(np.where(M, V, np.nan), axis=1), True
         if name == "max_over_time":
@@ -211,6 +215,27 @@ def _over_time(name: str, rv: RangeVector, arg: F64 | None = None) -> InstantVec
     return _range_apply(rv, fn, keep_name=keep)
 
 
+def _kahan_inc(inc: F64, total: F64, comp: F64) -> tuple[F64, F64]:
+    """Prometheus' ``kahanSumInc`` (Neumaier's variant), elementwise."""
+    t = total + inc
+    c = comp + np.where(np.abs(total) >= np.abs(inc), (total - t) + inc, (inc - t) + total)
+    return t, c
+
+
+def _incremental_mean(V: F64, M: Any, C: Any) -> F64:
+    """Prometheus 2.x ``avg_over_time``: a running mean with Kahan compensation and its handling of infinities."""
+    mean = np.zeros(len(C))
+    comp = np.zeros(len(C))
+    count = np.zeros(len(C))
+    for _, v, m in _columns(V, M):
+        count = np.where(m, count + 1, count)
+        skip = np.isinf(mean) & ((np.isinf(v) & ((mean > 0) == (v > 0))) | (~np.isinf(v) & ~np.isnan(v)))
+        step = m & ~skip
+        t, c = _kahan_inc(v / count - mean / count, mean, comp)
+        mean, comp = np.where(step, t, mean), np.where(step, c, comp)
+    return np.where(np.isinf(mean), mean, mean + comp)
+
+
 def _regression(V: F64, T: I64, M: Any, intercept_t: I64) -> tuple[F64, F64]:
     n = np.zeros(V.shape[0])
     sx = np.zeros_like(n)
@@ -230,6 +255,12 @@ def _regression(V: F64, T: I64, M: Any, intercept_t: I64) -> tuple[F64, F64]:
     var = sx2 - sx * sx / n
     slope = cov / var
     intercept = sy / n - slope * sx / n
+    # Prometheus special-cases a window whose values all equal the first: slope 0 exactly (NaN for infinities)
+    first = V[:, 0]
+    const = np.all(~M | (V == first[:, None]), axis=1)
+    inf = np.isinf(first)
+    slope = np.where(const, np.where(inf, np.nan, 0.0), slope)
+    intercept = np.where(const, np.where(inf, np.nan, first), intercept)
     return slope, intercept
 
 

@@ -21,6 +21,7 @@ from mlwatch.server.api import PrometheusApi
 from mlwatch.server.app import AppDeps, build_app
 from mlwatch.server.auth import AuthPolicy
 from mlwatch.server.push import PushService
+from mlwatch.sources.manager import SourceManager
 from mlwatch.storage.database import DaemonLock, make_engine, sqlite_path, upgrade
 from mlwatch.storage.reader import Reader
 from mlwatch.storage.writer import Writer
@@ -116,6 +117,8 @@ class Daemon:
             clock=self.clock,
         )
         self.own.extra(self.push)
+        self.sources = SourceManager(cfg.sources, self.writer, self.reader, clock=self.clock)
+        self.own.extra(self.sources.collector)
 
         self.api = PrometheusApi(
             self.reader,
@@ -129,14 +132,14 @@ class Daemon:
         app = build_app(
             AppDeps(
                 reader=self.reader,
-                push=self.push,
+                families=[self.push.families, self.sources.families],
                 own=self.own,
                 auth=lambda: self._auth,
                 lookback_ms=lambda: self.config.limits.lookback_delta,
                 reload=self.reload,
                 ready=lambda: self._ready,
                 max_body_bytes=cfg.server.max_body_bytes,
-                routes=[self.api],
+                routes=[self.push, self.api, self.sources],
             )
         )
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=STOP_GRACE_SECONDS)
@@ -152,6 +155,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler()
         self._schedule()
         self.scheduler.start()
+        await self.sources.start(self.scheduler)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
@@ -166,6 +170,7 @@ class Daemon:
             log.info("stopping")
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            await self.sources.stop()
             self.scheduler.shutdown(wait=False)
             await runner.cleanup()
             # Whatever was queued before the stop is committed before we exit.
@@ -238,6 +243,7 @@ class Daemon:
             declared_type=self._declared_types(new).get,
         )
         self._schedule()
+        await self.sources.reconfigure(new.sources)
         self.own.reload_ok.set(1)
         self.own.reload_time.set(self.clock())
         log.info("configuration reloaded from %s", self.options.config_path or "the built-in default")

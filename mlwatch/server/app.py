@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,11 +14,6 @@ from mlwatch.server.auth import AuthPolicy, Handler
 from mlwatch.server.exposition import render
 from mlwatch.server.federate import TEXT_FORMAT, FederateHandler
 from mlwatch.storage.reader import Reader
-
-
-class PushRoutes(Protocol):
-    def add_routes(self, app: web.Application) -> None: ...
-    def families(self) -> list[MetricFamily]: ...
 
 
 class RouteProvider(Protocol):
@@ -35,7 +30,7 @@ class AppDeps:
     """What the HTTP layer needs from the daemon, as small callables and protocols."""
 
     reader: Reader
-    push: PushRoutes
+    families: list[Callable[[], list[MetricFamily]]]  # what /metrics shows besides the own metrics
     own: Instrumentation
     auth: Callable[[], AuthPolicy]  # re-read on every request, so a reload applies at once
     lookback_ms: Callable[[], int]
@@ -43,6 +38,19 @@ class AppDeps:
     ready: Callable[[], bool]
     max_body_bytes: int
     routes: list[RouteProvider] = field(default_factory=list)  # further APIs (Prometheus API, silences ...)
+
+
+def merge_families(families: Iterable[MetricFamily]) -> list[MetricFamily]:
+    """One family per name (push groups and derived series may share one), the first one's TYPE and HELP."""
+    merged: dict[str, MetricFamily] = {}
+    for fam in families:
+        have = merged.get(fam.name)
+        if have is None:
+            merged[fam.name] = fam
+        else:
+            merged[fam.name] = MetricFamily(have.name, have.type, have.help or fam.help, have.unit,
+                                            have.samples + fam.samples)
+    return list(merged.values())
 
 
 def build_app(deps: AppDeps) -> web.Application:
@@ -73,7 +81,7 @@ def build_app(deps: AppDeps) -> web.Application:
     app = web.Application(middlewares=[instrument, authenticate], client_max_size=deps.max_body_bytes)
 
     async def metrics(_request: web.Request) -> web.Response:
-        body = render(deps.push.families()) + deps.own.exposition()
+        body = render(merge_families(f for get in deps.families for f in get())) + deps.own.exposition()
         return web.Response(body=body, headers={"Content-Type": TEXT_FORMAT})
 
     async def healthy(_request: web.Request) -> web.Response:
@@ -99,7 +107,6 @@ def build_app(deps: AppDeps) -> web.Application:
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
     app.router.add_put("/-/reload", reload)
-    deps.push.add_routes(app)
     for provider in deps.routes:
         provider.add_routes(app)
     return app

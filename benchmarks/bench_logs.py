@@ -136,12 +136,60 @@ sources:
     return elapsed, counts, lines
 
 
+def soak(kills: int) -> int:
+    """kill -9 a log-source process ``kills`` times at random moments while lines are appended; then check
+    that every line was counted exactly once (the suite does this 6 times; this runs it many more)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import signal
+
+    from mlwatch.storage.database import make_engine, upgrade
+    from mlwatch.storage.reader import Reader
+    from tests.sources.test_logfile_crash import CHILD, _latest
+
+    rng = random.Random(11)
+    with tempfile.TemporaryDirectory(prefix="mlwatch-soak-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'soak.db'}"
+        upgrade(make_engine(url))
+        log = Path(tmp) / "preds.jsonl"
+        log.write_text("")
+        written = {"a": 0, "b": 0}
+        for k in range(kills + 1):
+            proc = subprocess.Popen([sys.executable, "-c", CHILD, url, str(log)], stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None
+            proc.stdout.readline()
+            deadline = time.monotonic() + (rng.uniform(0.02, 0.8) if k < kills else 0.1)
+            while time.monotonic() < deadline:
+                with open(log, "a") as f:
+                    for _ in range(rng.randint(1, 300)):
+                        model = rng.choice("ab")
+                        f.write(f'{{"model": "{model}", "n": 1}}\n')
+                        written[model] += 1
+                time.sleep(rng.uniform(0, 0.01))
+            if k < kills:
+                os.kill(proc.pid, signal.SIGKILL)
+            else:  # the last run may finish
+                reader = Reader(make_engine(url))
+                end = time.monotonic() + 120
+                while time.monotonic() < end and _latest(reader, "preds_total") != {m: float(n) for m, n in written.items()}:
+                    time.sleep(0.2)
+                proc.kill()
+            proc.wait(10)
+            proc.stdout.close()
+        got = _latest(Reader(make_engine(url)), "preds_total")
+    ok = got == {m: float(n) for m, n in written.items()}
+    print(f"soak: {kills} kill -9, {sum(written.values())} lines written, counted {got}: {'OK' if ok else 'MISMATCH'}")
+    return 0 if ok else 1
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--soak", type=int, metavar="KILLS", help="instead: kill -9 soak with this many kills")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--lines", type=int, default=2_000_000)
     p.add_argument("--quick", action="store_true", help="200k lines, 3 runs")
     args = p.parse_args()
+    if args.soak:
+        return soak(args.soak)
     if args.quick:
         args.lines, args.runs = 200_000, 3
     mtail = ensure_mtail()

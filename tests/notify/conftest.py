@@ -1,0 +1,72 @@
+"""Real receivers on loopback (an aiohttp webhook server, an aiosmtpd SMTP sink) and a writer on a temp DB."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import Engine
+
+from mlwatch.storage.writer import Writer
+
+
+@dataclass
+class Clock:
+    t: float = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver: records bodies; ``fail`` answers 503 to that many requests first."""
+
+    url: str = ""
+    bodies: list[Any] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    fail: int = 0
+    hang: float = 0.0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+
+    async def handle(request: web.Request) -> web.Response:
+        if rec.hang:
+            await asyncio.sleep(rec.hang)
+        if rec.fail > 0:
+            rec.fail -= 1
+            return web.Response(status=503, text="receiver down")
+        rec.bodies.append(await request.json())
+        rec.headers.append(dict(request.headers))
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rec.url = f"http://127.0.0.1:{port}"
+    yield rec
+    await runner.cleanup()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def writer(engine: Engine, clock: Clock) -> Iterator[Writer]:
+    w = Writer(engine, clock=clock)
+    w.start()
+    yield w
+    w.stop()

@@ -1,0 +1,169 @@
+"""The whole alerting pipeline on a real database: rule -> alert history -> route -> outbox -> a real
+webhook receiver on loopback; outages, retries with backoff, idempotency keys, restarts."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+
+from mlwatch.config import parse_config
+from mlwatch.notify.service import AlertingService
+from mlwatch.storage import alertstore
+from mlwatch.storage.writer import Writer
+from tests.notify.conftest import Clock, Receiver
+
+
+def _config(url: str, extra: str = "") -> object:
+    return parse_config(f"""
+alerting: {{staleness_alerts: {{enabled: false}}}}
+rules:
+  - alert: AccuracyLow
+    expr: ai_model_accuracy < 0.9
+    for: 30s
+    labels: {{severity: critical}}
+    annotations: {{summary: "accuracy of {{{{ $labels.model }}}} is {{{{ $value | humanizePercentage }}}}"}}
+notifiers:
+  - {{name: hook, type: webhook, url: {url}/hook}}
+routes:
+  - {{notifiers: [hook], group_by: [alertname], group_wait: 10s, group_interval: 1m, repeat_interval: 1h}}
+{extra}""")
+
+
+class Acc:
+    def __init__(self) -> None:
+        self.value = 0.95
+
+    def __call__(self, expr: str, t: float) -> list:
+        assert expr == "ai_model_accuracy < 0.9"
+        return [({"__name__": "ai_model_accuracy", "model": "m"}, self.value)] if self.value < 0.9 else []
+
+
+def _db(writer: Writer) -> sqlite3.Connection:
+    url = str(writer._engine.url)  # noqa: SLF001
+    return alertstore.open_direct(url.removeprefix("sqlite:///"), readonly=True)
+
+
+async def _run(svc: AlertingService, clock: Clock, seconds: int, step: int = 5) -> None:
+    for _ in range(seconds // step):
+        clock.t += step
+        await svc.evaluate(t=clock.t)
+        await svc.tick(clock.t)
+
+
+async def test_fire_notify_resolve(writer: Writer, clock: Clock, receiver: Receiver) -> None:
+    acc = Acc()
+    svc = AlertingService(_config(receiver.url), query=acc, writer=writer, clock=clock, rng=random.Random(1))
+
+    class Sched:
+        def add_job(self, *a: object, **k: object) -> None: ...
+        def get_jobs(self) -> list:
+            return []
+
+    await svc.start(Sched())
+    await _run(svc, clock, 20)
+    assert receiver.bodies == []
+    acc.value = 0.8
+    await _run(svc, clock, 60)  # pending 30s, firing, then group_wait 10s
+    assert len(receiver.bodies) == 1
+    body = receiver.bodies[0]
+    assert body["status"] == "firing" and body["alerts"][0]["labels"]["model"] == "m"
+    assert body["alerts"][0]["annotations"]["summary"] == "accuracy of m is 80%"
+    key = body["mlwatch"]["idempotencyKey"]
+    assert receiver.headers[0]["Idempotency-Key"] == key
+    acc.value = 0.95
+    await _run(svc, clock, 70)
+    assert [b["status"] for b in receiver.bodies] == ["firing", "resolved"]
+    conn = _db(writer)
+    events = alertstore.load_events(conn)
+    assert [e.event for e in events] == ["pending", "firing", "resolved"]
+    notes = alertstore.load_notifications(conn)
+    assert [n.status for n in notes] == ["delivered", "delivered"]
+    assert all(n.attempts == 1 for n in notes)
+
+
+async def test_receiver_outage_retries_with_backoff_without_duplicates(
+        writer: Writer, clock: Clock, receiver: Receiver) -> None:
+    acc = Acc()
+    acc.value = 0.5
+    svc = AlertingService(_config(receiver.url), query=acc, writer=writer, clock=clock, rng=random.Random(7))
+    receiver.fail = 4
+    await _run(svc, clock, 45)  # firing after 30s, group_wait 10s: first attempts fail
+    for _ in range(300):  # five minutes in 1s steps: retries until the receiver is back
+        clock.t += 1
+        await svc.tick(clock.t)
+    assert len(receiver.bodies) == 1  # delivered exactly once
+    conn = _db(writer)
+    (n,) = alertstore.load_notifications(conn)
+    assert n.status == "delivered" and n.attempts == 5
+    attempts = alertstore.load_attempts(conn, n.id)
+    assert [ok for _, ok, _, _ in attempts] == [False] * 4 + [True]
+    assert "503" in attempts[0][2]
+    gaps = [b[0] - a[0] for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # backing off
+
+
+async def test_undeliverable_notification_expires(writer: Writer, clock: Clock, receiver: Receiver) -> None:
+    acc = Acc()
+    acc.value = 0.5
+    cfg = _config("http://127.0.0.1:9", "")  # nothing listens on port 9
+    cfg = cfg.model_copy(update={"alerting": cfg.alerting.model_copy(update={"outbox_expiry": 120_000})})
+    svc = AlertingService(cfg, query=acc, writer=writer, clock=clock, rng=random.Random(3))
+    await _run(svc, clock, 45)
+    for _ in range(30):
+        clock.t += 10
+        await svc.tick(clock.t)
+    (n,) = alertstore.load_notifications(_db(writer))
+    assert n.status == "expired" and n.attempts >= 2 and n.last_error
+
+
+async def test_restart_neither_refires_nor_renotifies(tmp_path: Path, engine: object, clock: Clock,
+                                                      receiver: Receiver) -> None:
+    acc = Acc()
+    acc.value = 0.5
+    w = Writer(engine, clock=clock)  # type: ignore[arg-type]
+    w.start()
+    svc = AlertingService(_config(receiver.url), query=acc, writer=w, clock=clock)
+
+    class Sched:
+        def add_job(self, *a: object, **k: object) -> None: ...
+        def get_jobs(self) -> list:
+            return []
+
+    await svc.start(Sched())
+    await _run(svc, clock, 60)
+    assert len(receiver.bodies) == 1
+    w.stop()
+
+    w2 = Writer(engine, clock=clock)  # type: ignore[arg-type]
+    w2.start()
+    try:
+        svc2 = AlertingService(_config(receiver.url), query=acc, writer=w2, clock=clock)
+        await svc2.start(Sched())
+        await _run(svc2, clock, 120)
+        assert len(receiver.bodies) == 1  # no second notification
+        events = alertstore.load_events(_db(w2))
+        assert [e.event for e in events] == ["pending", "firing"]
+        assert svc2.active_alerts()[0].state.value == "firing"
+    finally:
+        w2.stop()
+
+
+async def test_silence_through_the_service(writer: Writer, clock: Clock, receiver: Receiver) -> None:
+    from mlwatch.notify.silences import Silence, parse_matcher
+
+    acc = Acc()
+    acc.value = 0.5
+    svc = AlertingService(_config(receiver.url), query=acc, writer=writer, clock=clock)
+    await svc.add_silence(Silence("s", (parse_matcher("alertname=AccuracyLow"),), clock.t, clock.t + 3600))
+    await _run(svc, clock, 120)
+    assert receiver.bodies == []
+    assert await svc.expire_silence("s")
+    await _run(svc, clock, 90)
+    assert len(receiver.bodies) == 1
+
+
+async def test_notify_test(writer: Writer, clock: Clock, receiver: Receiver) -> None:
+    svc = AlertingService(_config(receiver.url), query=Acc(), writer=writer, clock=clock)
+    assert await svc.notify_test("hook") == "delivered"
+    assert receiver.bodies[0]["alerts"][0]["labels"]["alertname"] == "MlwatchTestNotification"

@@ -107,13 +107,15 @@ def _extrapolated(rv: RangeVector, *, counter: bool, rate: bool) -> InstantVecto
         with np.errstate(all="ignore"):
             result = last_v - first_v
             if counter and len(vals) > 1:
-                drops = np.zeros(len(vals))
                 drop = vals[1:] < vals[:-1]
                 if drop.any():
-                    drops[1:] = np.where(drop, vals[:-1], 0.0)
-                    # a reset adds the value before it; sequential, like Prometheus, when there are few
-                    cum = np.cumsum(drops)
-                    result = result + (cum[b] - cum[a])
+                    # A reset adds the value before it, one after the other as Prometheus does (same rounding);
+                    # only the windows that hold a reset need the sequential pass.
+                    ndrop = np.zeros(len(vals), np.int64)
+                    ndrop[1:] = np.cumsum(drop)
+                    hit = np.flatnonzero(ok & (ndrop[b] > ndrop[a]))
+                    if len(hit):
+                        result[hit] = _with_resets(ts, vals, lo[hit], hi[hit], result[hit])
             to_start = (first_t - starts) / 1000.0
             to_end = (ends - last_t) / 1000.0
             sampled = (last_t - first_t) / 1000.0
@@ -137,6 +139,20 @@ def _extrapolated(rv: RangeVector, *, counter: bool, rate: bool) -> InstantVecto
     if len(set(labels)) != len(labels):
         raise ExecutionError("vector cannot contain metrics with the same labelset")
     return InstantVector(labels, np.vstack(values), np.vstack(present))
+
+
+def _with_resets(ts: I64, vals: F64, lo: I64, hi: I64, result: F64) -> F64:
+    """``result`` (last - first) plus, in order, the value before each counter reset in each window."""
+    out = result.copy()
+    for sl, V, _T, M, _C in _blocks(ts, vals, lo, hi):
+        res = out[sl]
+        prev = np.zeros(len(res))
+        for j in range(V.shape[1]):
+            m, v = M[:, j], V[:, j]
+            res = np.where(m & (v < prev), res + prev, res)
+            prev = np.where(m, v, prev)
+        out[sl] = res
+    return out
 
 
 def _instant_delta(rv: RangeVector, *, rate: bool) -> InstantVector:
@@ -647,13 +663,13 @@ def result_order(node: Any) -> bool | None:
 
 
 def sort_series(series: list[tuple[Labels, Any, Any]], *, descending: bool) -> list[tuple[Labels, Any, Any]]:
-    """Prometheus' sort/sort_desc: by value (NaN first in both), ties by labels."""
+    """Prometheus' sort/sort_desc: by value, NaN last in both."""
 
     def key(item: tuple[Labels, Any, Any]) -> tuple[int, float]:
         v = float(item[2][0])
         if math.isnan(v):
-            return (0, 0.0)
-        return (1, -v if descending else v)
+            return (1, 0.0)
+        return (0, -v if descending else v)
 
     return sorted(series, key=key)
 

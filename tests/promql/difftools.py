@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import requests
 
 from tests.helpers import free_port, wait_http
@@ -188,6 +189,13 @@ def _close(a: str, b: str) -> bool:
     return abs(x - y) <= 1e-9 * max(abs(x), abs(y)) or abs(x - y) <= 1e-12
 
 
+def _top_is_sort(expr: str) -> bool:
+    node = promql_parser.parse(expr)
+    while isinstance(node, promql_parser.ParenExpr):
+        node = node.expr
+    return isinstance(node, promql_parser.Call) and node.func.name in ("sort", "sort_desc")
+
+
 def compare(expr: str, ours: dict[str, Any], theirs: dict[str, Any]) -> str | None:
     """None when the two API bodies agree; else a description of the first difference."""
     if theirs["status"] == "error" or ours["status"] == "error":
@@ -214,12 +222,11 @@ def compare(expr: str, ours: dict[str, Any], theirs: dict[str, Any]) -> str | No
     oi, ti = index(od["result"]), index(td["result"])
     if set(oi) != set(ti):
         return f"series: only ours {sorted(set(oi) - set(ti))[:3]}, only Prometheus {sorted(set(ti) - set(oi))[:3]}"
-    stripped = expr.strip()
-    if kind == "vector" and stripped.startswith(("sort(", "sort_desc(")):
+    if kind == "vector" and _top_is_sort(expr):
         ol = [tuple(sorted(r["metric"].items())) for r in od["result"]]
         tl = [tuple(sorted(r["metric"].items())) for r in td["result"]]
-        ov = [float(r["value"][1]) for r in td["result"]]
-        if ol != tl and len(set(ov)) == len(ov):
+        ov = [r["value"][1] for r in td["result"]]
+        if ol != tl and len(set(ov)) == len(ov):  # ties may come in any order
             return f"order: ours {ol}, Prometheus {tl}"
     for lab, tv in ti.items():
         ov = oi[lab]

@@ -103,6 +103,7 @@ HAND = [
     # float details that ceil() turns into whole units: Prometheus' summation order and compensation
     "ceil(avg by (a) (combo) * 100000)", "ceil(avg(temp) * 1000)", "ceil(avg_over_time(req_total[7m30s:45s]))",
     "ceil(sum_over_time(temp[7m30s:1m]) * 1000)", "-(ceil(deriv(temp[7m30s:45s])))", "ceil(avg(lat_seconds_bucket))",
+    "increase(temp[1m:1m]) < bool temp", "sort(nan_g)", "sort_desc(sgn(nan_g))", "rate(temp[2m])",
     "day_of_week()", "day_of_month()", "days_in_month()", "hour()", "minute()", "month()", "year()",
     "hour(timestamp(temp))", "minute(vector(1700000000))", "days_in_month(vector(1709251200))",
     "sum(temp) * scalar(count(up))", "vector(1) + temp", "count(temp) - 12",
@@ -212,7 +213,16 @@ def _extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     same = st.builds(lambda e, op, f: f"({e}) {op} {f}({e})", children,
                      st.sampled_from(["+", "/", "> bool", "<", "and", "or", "unless", "- on(room)", "* ignoring(floor)"]),
                      st.sampled_from(["abs", "ceil", "sgn", "", "-"]))
-    return st.one_of(agg, binop, scal, fn, same)
+    # (not topk/bottomk: generated data has ties, and Prometheus breaks them in map order)
+    param_agg = st.builds(lambda a, p, mod, e: f"{a}{mod}({p}, {e})", st.sampled_from(["quantile"]),
+                          st.sampled_from(["1", "2", "0.5", "0.9", "3"]),
+                          st.sampled_from(["", " by (room)", " without (b)", " by (instance)"]), children)
+    misc = st.builds(lambda f, e: f.replace("@@", e), st.sampled_from([
+        'label_replace(@@, "x", "$1", "room", "(.).*")', "clamp(@@, 0, 10)", "round(@@, 0.5)", "sort_desc(@@)",
+        'count_values("v", round(@@))', "histogram_quantile(0.9, @@)", "@@ == bool 0", "absent(@@)",
+        "@@ and on() vector(1)", "@@ unless on(room) temp > 15", "scalar(count(@@)) * @@", "exp(-@@)",
+    ]), children)
+    return st.one_of(agg, binop, scal, fn, same, param_agg, misc)
 
 
 EXPRS = st.recursive(st.one_of(_vec_leaf, _range_call()), _extend, max_leaves=4)

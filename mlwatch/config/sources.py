@@ -22,6 +22,14 @@ from pydantic import (
 )
 
 from mlwatch.config._fields import _S, LabelSet, PositiveDuration, Size, _ctx, _Model, _whole_number
+from mlwatch.config.ml import (
+    ClassificationConfig,
+    LabelsForConfig,
+    RegressionConfig,
+    check_ml_keys,
+    classification_series,
+    regression_series,
+)
 from mlwatch.config.parts import (
     JsonMetricConfig,
     LogMetricConfig,
@@ -206,6 +214,14 @@ class LogSourceConfig(SourceConfig):
     sampling: SamplingConfig | None = None
     max_line_bytes: Size = 1024 * 1024
     metrics: list[LogMetricConfig] = Field(default_factory=list)
+    classification: ClassificationConfig | None = None
+    regression: RegressionConfig | None = None
+    labels_for: LabelsForConfig | None = None
+
+    @model_validator(mode="after")
+    def _ml(self) -> LogSourceConfig:
+        check_ml_keys(self.classification, self.regression, self.labels_for)
+        return self
 
     @model_validator(mode="after")
     def _pattern(self) -> LogSourceConfig:
@@ -221,6 +237,12 @@ class LogSourceConfig(SourceConfig):
     def declared_metrics(self) -> Iterable[MetricDeclaration]:
         for i, m in enumerate(self.metrics):
             yield MetricDeclaration(m.name, m.metric_type, ("metrics", i, "name"))
+        if self.classification is not None:
+            for name, mtype in classification_series(self.classification.prefix):
+                yield MetricDeclaration(name, mtype, ("classification", "prefix"))
+        if self.regression is not None:
+            for name, mtype in regression_series(self.regression.prefix):
+                yield MetricDeclaration(name, mtype, ("regression", "prefix"))
 
 
 @source_type("command")

@@ -219,13 +219,21 @@ def multiclass_figures(counts: ConfusionCounts) -> MulticlassFigures:
         undefined.append(Undefined("accuracy", "no_outcomes"))
     per_class: dict[str, dict[str, float]] = {}
     for c, (tp, fp, _tn, fn) in per.items():
-        figures = {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
+        figures = {
+            "precision": _ratio(tp, tp + fp),
+            "recall": _ratio(tp, tp + fn),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        }
         per_class[c] = {k: v for k, v in figures.items() if v is not None}
     averages: dict[str, dict[str, float]] = {"macro": {}, "micro": {}, "weighted": {}}
     stp = sum(v[0] for v in per.values())
     sfp = sum(v[1] for v in per.values())
     sfn = sum(v[3] for v in per.values())
-    micro = {"precision": _ratio(stp, stp + sfp), "recall": _ratio(stp, stp + sfn), "f1": _ratio(2 * stp, 2 * stp + sfp + sfn)}
+    micro = {
+        "precision": _ratio(stp, stp + sfp),
+        "recall": _ratio(stp, stp + sfn),
+        "f1": _ratio(2 * stp, 2 * stp + sfp + sfn),
+    }
     for name, _reason in _PER_CLASS:
         defined = [(per_class[c][name], per[c][0] + per[c][3]) for c in per if name in per_class[c]]
         if defined:

@@ -64,7 +64,16 @@ class RegressionSums:
         return out
 
     def to_json(self) -> Any:
-        return [self.n, self.abs_err, self.sq_err, self.abs_pct_err, self.target_sum, self.target_sq_sum, self.mean, self.m2]
+        return [
+            self.n,
+            self.abs_err,
+            self.sq_err,
+            self.abs_pct_err,
+            self.target_sum,
+            self.target_sq_sum,
+            self.mean,
+            self.m2,
+        ]
 
     @classmethod
     def from_json(cls, raw: Any) -> RegressionSums:

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
-from mlwatch.ml.classification import ConfusionCounts, binary_figures, class_counts, multiclass_figures  # noqa: E402
-from mlwatch.ml.regression import RegressionSums, regression_figures  # noqa: E402
-from mlwatch.ml.windows import BucketWindow  # noqa: E402
+import itertools
+
+from mlwatch.ml.classification import ConfusionCounts, binary_figures, class_counts, multiclass_figures
+from mlwatch.ml.regression import RegressionSums, regression_figures
+from mlwatch.ml.windows import BucketWindow
 
 TOL = 1e-12
 
@@ -27,7 +29,7 @@ def split_into_buckets(pairs: list[tuple[str, str]], cuts: list[int]) -> Confusi
     """Sum of several buckets: the window is a sum of buckets, so test it as one."""
     parts = []
     bounds = sorted({0, len(pairs), *(c % (len(pairs) + 1) for c in cuts)})
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         part = ConfusionCounts()
         for t, p in pairs[lo:hi]:
             part.add(t, p)
@@ -60,7 +62,9 @@ def test_binary_figures(pairs: list[tuple[str, str]], cuts: list[int]) -> None:
 
 
 multiclass_data = st.lists(
-    st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.sampled_from(["a", "b", "c", "d", "e"])), min_size=1, max_size=200
+    st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.sampled_from(["a", "b", "c", "d", "e"])),
+    min_size=1,
+    max_size=200,
 )
 
 
@@ -85,7 +89,9 @@ def test_multiclass_figures(pairs: list[tuple[str, str]], cuts: list[int]) -> No
     assert close(fig.accuracy, sklearn_metrics.accuracy_score(y_true, y_pred))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns about classes with no support
-        p, r, f, _ = sklearn_metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=np.nan)
+        p, r, f, _ = sklearn_metrics.precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, zero_division=np.nan
+        )
         for i, c in enumerate(labels):
             for name, ref in (("precision", p[i]), ("recall", r[i]), ("f1", f[i])):
                 if math.isnan(ref):
@@ -167,7 +173,7 @@ regression_data = st.lists(
 def test_regression_figures(pairs: list[tuple[float, float]], cuts: list[int]) -> None:
     bounds = sorted({0, len(pairs), *(c % (len(pairs) + 1) for c in cuts)})
     parts = []
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         part = RegressionSums()
         for y, yhat in pairs[lo:hi]:
             part.add(y, yhat)

@@ -50,13 +50,17 @@ def run_ours(
     upgrade(eng)
     w = Writer(eng, compact_threshold=threshold)
     w.start()
+    waits: list[float] = []
     t = time.perf_counter()
     if in_flight:
         window: collections.deque[Future[WriteResult]] = collections.deque()
         for b in batches:
             if len(window) >= in_flight:
                 window.popleft().result()
-            window.append(w.submit(b))
+            sent = time.perf_counter()
+            fut = w.submit(b)
+            fut.add_done_callback(lambda _f, sent=sent: waits.append(time.perf_counter() - sent))
+            window.append(fut)
         for f in window:
             f.result()
     else:
@@ -71,8 +75,9 @@ def run_ours(
     if counted != n or stats.compactions < 2:
         raise SystemExit(f"check failed: {counted} of {n} samples stored, {stats.compactions} compactions")
     eng.dispose()
+    p99 = float(np.percentile(waits, 99)) * 1000 if waits else 0.0
     return n / elapsed, {"compactions": stats.compactions, "commits": stats.commits,
-                         "compaction_share": stats.compaction_seconds / elapsed}
+                         "compaction_share": stats.compaction_seconds / elapsed, "p99_ms": p99}
 
 
 def run_raw(batches: list[WriteBatch], tmp: Path, rows: list[tuple[int, int, float]]) -> float:
@@ -114,7 +119,8 @@ def main() -> None:
                 extra.append(info)
         note = (f"{len(rows):,} samples/run; {median([e['compactions'] for e in extra]):.0f} compactions/run, "
                 f"compaction {100 * median([e['compaction_share'] for e in extra]):.0f}% of the time, "
-                f"{median([e['commits'] for e in extra]):.0f} commits")
+                f"{median([e['commits'] for e in extra]):.0f} commits"
+                + (f", p99 wait for a commit {median([e['p99_ms'] for e in extra]):.0f} ms" if in_flight else ""))
         out.append(row(f"B1 ingest, 1000 series, {label} (samples/s)", ours, raw, unit="samples/s",
                        peer_name="raw sqlite3.executemany, plain table", note=note, ratios=ratios))
     emit(out, args.json)

@@ -41,9 +41,10 @@ log = logging.getLogger(__name__)
 
 MAX_GROUP = 1024  # batches per transaction
 _NONE = np.iinfo(np.int64).min  # "no sample yet" in the newest-timestamp array
-STEP_SAMPLES = 250_000  # compaction work per transaction
-STEP_SERIES = 2_000
-Job = Generator[None, None, Any]
+STEP_SAMPLES = 20_000  # compaction work per transaction: bounds how long a queued write waits
+STEP_SERIES = 500
+WAIT = True  # yielded by a job that waits for a helper thread
+Job = Generator[bool | None, None, Any]
 
 
 class SeriesLimitExceeded(StorageError):
@@ -158,6 +159,7 @@ class Writer:
         self._carried = 0  # head samples carried over by the last compaction
         self._jobs: collections.deque[tuple[Job, Future[Any]]] = collections.deque()
         self._auto_pending = False
+        self._job_waits = False  # the running job yielded WAIT: it waits on a helper thread
         self._compact_retry_at = 0.0
         self.stats = WriterStats()
 
@@ -285,7 +287,12 @@ class Writer:
             stopping = False
             while not stopping:
                 try:
-                    item = self._q.get_nowait() if self._jobs else self._q.get(timeout=1.0)
+                    if not self._jobs:
+                        item = self._q.get(timeout=1.0)
+                    elif self._job_waits:  # the job waits for a helper thread: wait for writes meanwhile
+                        item = self._q.get(timeout=0.002)
+                    else:
+                        item = self._q.get_nowait()
                 except queue.Empty:
                     item = None
                 if item is _STOP:
@@ -317,13 +324,15 @@ class Writer:
             return
         gen, fut = self._jobs[0]
         try:
-            next(gen)
+            self._job_waits = next(gen) is not None
             return
         except StopIteration as done:
+            self._job_waits = False
             self._jobs.popleft()
             if fut.set_running_or_notify_cancel():
                 fut.set_result(done.value)
         except Exception as exc:  # noqa: BLE001 - handed to the caller
+            self._job_waits = False
             self._jobs.popleft()
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
@@ -551,7 +560,18 @@ class Writer:
                 return CompactionResult(0, 0, 0)
             upto = records[-1].id
             born = min(self._head_born)
-            ss = SortedSamples.of(records)
+            # Sorting a large head takes a while; numpy sorts without the GIL, so sort in a helper
+            # thread and keep committing writes meanwhile.
+            result: list[SortedSamples] = []
+            helper = threading.Thread(target=lambda: result.append(SortedSamples.of(records)), daemon=True)
+            helper.start()
+            self.stats.compaction_seconds += time.perf_counter() - t0
+            while helper.is_alive():
+                yield WAIT
+            t0 = time.perf_counter()
+            if not result:
+                raise StorageError("sorting the head for compaction failed")
+            ss = result[0]
             conn = self._conn
             total = 0
             carried: list[tuple[I32, I64, I64]] = []
@@ -584,7 +604,7 @@ class Writer:
                 total += out.samples
                 i = j
                 self.stats.compaction_seconds += time.perf_counter() - t0
-                yield
+                yield None
                 t0 = time.perf_counter()
             # Trim: the compacted records go; samples carried over move to one new record, minus any
             # that a newer record (written while we compacted) has replaced meanwhile.

@@ -244,15 +244,21 @@ class Writer:
         return self._job(lambda: self._compaction(flush=True))
 
     def maintain(self, policy: RetentionPolicy, now_ms: int | None = None) -> Future[MaintenanceReport]:
-        """Compaction, rollups, retention, the size cap and incremental vacuum, in short transactions.
+        """Rollups, retention, the size cap and incremental vacuum, in short transactions.
 
-        The daemon schedules this periodically (every minute is fine); ingest continues between
-        its transactions.
+        The daemon schedules this periodically (every 1-5 minutes); ingest continues between its
+        transactions. Compaction runs by itself (size and age of the head), so this only compacts
+        when the head holds samples that rollups are due to cover.
         """
 
         def job() -> Job:
-            yield from self._compaction(flush=True)
             now = now_ms if now_ms is not None else int(self._clock() * 1000)
+            if policy.downsample and self._head:
+                # Rollups read chunks: compact first if the head holds samples they are due to cover
+                # (e.g. a recent import of history); recent samples need no compaction for this.
+                horizon = now - min(after for after, _ in policy.downsample)
+                if min(int(r.ts.min()) for r in self._head) < horizon:
+                    yield from self._compaction(flush=True)
             keys = {sid: key for key, sid in self._ids.items()}
             return (yield from maintenance_steps(self._conn, policy, keys, now))
 

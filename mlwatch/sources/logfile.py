@@ -16,6 +16,7 @@ events, passed to :class:`LogFileSource` as ``operators``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import re
 from bisect import bisect_left
@@ -23,6 +24,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from mlwatch.config import LogSourceConfig
@@ -178,6 +180,21 @@ class LineMetrics:
             if r is not None and (reason is None or reason == "missing_field"):
                 reason = r  # the most telling reason of the line is counted
         return reason
+
+    def feed_chunk(self, docs: list[dict[str, Any]], ts: int) -> bool:
+        """Apply a whole chunk of parsed lines at once (vectorised), or return False having changed nothing
+        when a line needs the per-line path (a missing field, a non-number, a negative counter increment)."""
+        if not docs:
+            return True
+        plans = []
+        for m in self._metrics:
+            plan = _chunk_plan(m, docs, ts)
+            if plan is None:
+                return False
+            plans.append(plan)
+        for plan in plans:
+            plan()
+        return True
 
     def samples(self, now_ms: int, full: bool) -> list[Sample]:
         out: list[Sample] = []
@@ -344,6 +361,85 @@ def _feeder(m: _Metric) -> Feeder:
     return observe
 
 
+def _simple(path: FieldPath | None) -> str | None:
+    return path.parts[0] if path is not None and len(path.parts) == 1 and isinstance(path.parts[0], str) else None
+
+
+def _chunk_plan(m: _Metric, docs: list[dict[str, Any]], ts: int) -> Callable[[], None] | None:
+    """How ``m`` takes a chunk of lines in bulk (applied by calling the result), or None when any line of
+    the chunk needs the per-line path. Nothing is changed until the plan is applied."""
+    if len(m.templates) > 1 or (m.templates and m.templates[0].single is None):
+        return None
+    label_field = _simple(m.templates[0].single) if m.templates else None
+    if m.templates and label_field is None:
+        return None
+    if label_field is not None:
+        labs = [d.get(label_field) for d in docs]
+        if not all(type(v) is str for v in labs):
+            return None
+    else:
+        labs = []
+    values, touched, scale, kind = m.values, m.touched, m.scale, m.kind
+    if m.field is None:  # count lines per key
+        counts = collections.Counter(labs) if label_field is not None else {"": len(docs)}
+
+        def apply_count() -> None:
+            for lab, n in counts.items():
+                key: tuple[str, ...] = (str(lab),) if label_field is not None else ()
+                values[key] = values.get(key, 0.0) + n * scale
+                touched[key] = max(touched.get(key, -1), ts)
+
+        return apply_count
+    value_field = _simple(m.field)
+    if value_field is None:
+        return None
+    raw = [d.get(value_field) for d in docs]
+    if not all(type(v) is float or type(v) is int for v in raw):
+        return None
+    xs = np.asarray(raw, dtype=np.float64)
+    if scale != 1.0:
+        xs = xs * scale
+    if np.isnan(xs).any() or (kind == "counter" and (xs < 0).any()):
+        return None
+    keys: list[tuple[str, ...]]
+    if label_field is not None:
+        uniq, inverse = np.unique(np.asarray(labs, dtype=object), return_inverse=True)
+        keys = [(str(u),) for u in uniq.tolist()]
+    else:
+        inverse = np.zeros(len(xs), dtype=np.intp)
+        keys = [()]
+    groups = len(keys)
+    sums = np.bincount(inverse, weights=xs, minlength=groups)
+    counts_arr = np.bincount(inverse, minlength=groups)
+    if kind == "gauge":
+        last_index = np.zeros(groups, dtype=np.intp)
+        last_index[inverse] = np.arange(len(xs))  # the last write wins: the last line of each key
+        lasts = xs[last_index]
+    if kind == "histogram":
+        nb = len(m.buckets)
+        slot = np.searchsorted(np.asarray(m.buckets), xs, side="left")  # le is inclusive, as bisect_left
+        per_bucket = np.bincount(inverse * (nb + 1) + slot, minlength=groups * (nb + 1)).reshape(groups, nb + 1)
+
+    def apply() -> None:
+        for g, key in enumerate(keys):
+            if kind == "counter":
+                values[key] = values.get(key, 0.0) + float(sums[g])
+            elif kind == "gauge":
+                values[key] = float(lasts[g])
+            else:
+                cur = values.get(key)
+                if cur is None:
+                    cur = values[key] = [0] * len(m.buckets) + [0.0, 0]
+                if kind == "histogram":
+                    for i in range(len(m.buckets)):
+                        cur[i] += int(per_bucket[g, i])
+                cur[-2] += float(sums[g])
+                cur[-1] += int(counts_arr[g])
+            touched[key] = max(touched.get(key, -1), ts)
+
+    return apply
+
+
 def _le(bound: float) -> str:
     return format_float(bound)
 
@@ -364,8 +460,9 @@ class LogFileSource:
         self.timeout_ms = cfg.timeout
         self.state_key = f"log/{cfg.name}"
         self.tailer = Tailer(
-            cfg.path, start_at_end=cfg.start_at == "end", max_line_bytes=cfg.max_line_bytes, read_bytes=READ_BYTES
-        )
+            cfg.path, start_at_end=cfg.start_at == "end", max_line_bytes=cfg.max_line_bytes, read_bytes=READ_BYTES,
+            positions=cfg.sampling is not None or bool(operators),  # line positions feed sampling hashes
+        )  # fmt: skip
         self.operators: list[LineOperator] = [LineMetrics(cfg.metrics, self.labels), *operators]
         self.sampler: Sampler | None = make_sampler(cfg.sampling) if cfg.sampling else None
         self._pattern = re.compile(cfg.pattern) if cfg.format == "regex" and cfg.pattern else None
@@ -449,7 +546,19 @@ class LogFileSource:
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         sampled = 0
         reason: str | None
-        for raw, pos in result.lines:
+        lines = result.lines
+        if direct is not None and jsonl and ts_field is None and lines:
+            # Bulk path: parse every line, then apply the chunk to the metrics vectorised. Any line that
+            # needs attention (bad JSON, a missing field...) sends the whole chunk down the per-line path.
+            try:
+                docs = [loads(raw) for raw, _ in lines]
+            except decode_error:
+                docs = None
+            metrics = operators[0]
+            assert isinstance(metrics, LineMetrics)
+            if docs is not None and all(type(d) is dict for d in docs) and metrics.feed_chunk(docs, now_ms):
+                sampled, lines = len(lines), []
+        for raw, pos in lines:
             if jsonl:  # inlined: this loop is the hot path of a log source
                 try:
                     fields = loads(raw)

@@ -230,3 +230,57 @@ def test_event_loop_is_not_blocked(tmp_path: Path) -> None:
         return ticks
 
     assert asyncio.run(main()) > 0
+
+
+_field_values = st.one_of(
+    st.integers(-5, 2000), st.floats(-1, 2000, allow_nan=False), st.none(), st.just("12"), st.booleans()
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(docs=st.lists(st.fixed_dictionaries({}, optional={
+    "model": st.sampled_from(["a", "b", "c"]) | st.integers(0, 2),
+    "latency_ms": _field_values, "queue": _field_values, "usage": st.fixed_dictionaries({"tokens": _field_values}),
+    "score": _field_values,
+}), max_size=40))  # fmt: skip
+def test_bulk_chunk_path_equals_the_per_line_path(docs: list[dict[str, object]]) -> None:
+    from mlwatch.sources.logfile import LineMetrics
+    from mlwatch.sources.sampling import LineEvent
+
+    metrics = [m for m in log_source(Path("/nonexistent")).metrics if m.name != "tokens_total"]  # bulk-capable
+    per_line = LineMetrics(metrics, {})
+    bulk = LineMetrics(metrics, {})
+    for d in docs:
+        per_line.feed(LineEvent(dict(d), 5, "p"))
+    if not bulk.feed_chunk([dict(d) for d in docs], 5):
+        for d in docs:
+            bulk.feed(LineEvent(dict(d), 5, "p"))
+
+    def view(m: LineMetrics) -> dict[tuple[str, tuple[str, ...]], object]:
+        return {(x.name, k): v for x in m._metrics for k, v in x.values.items()}
+
+    a, b = view(per_line), view(bulk)
+    assert a.keys() == b.keys()
+    for k in a:
+        va, vb = a[k], b[k]
+        if isinstance(va, list):
+            assert isinstance(vb, list) and va[:-2] == vb[:-2] and va[-1] == vb[-1] and math.isclose(va[-2], vb[-2], abs_tol=1e-6)
+        else:
+            assert math.isclose(float(va), float(vb), abs_tol=1e-6), k  # type: ignore[arg-type]
+    assert {(x.name, k) for x in per_line._metrics for k in x.touched} == {(x.name, k) for x in bulk._metrics for k in x.touched}
+
+
+def test_bulk_path_is_taken_for_clean_chunks() -> None:
+    import random
+
+    rng = random.Random(5)
+    docs = [{"model": rng.choice("ab"), "latency_ms": rng.uniform(0, 300), "queue": rng.randint(0, 9),
+             "usage": {"tokens": 3}, "score": rng.random()} for _ in range(500)]  # fmt: skip
+    test_bulk_chunk_path_equals_the_per_line_path.hypothesis.inner_test(docs)  # type: ignore[attr-defined]
+    from mlwatch.sources.logfile import LineMetrics
+
+    cfg = log_source(Path("/nonexistent"))
+    # usage.tokens is a nested path: that metric needs the per-line path, so a chunk is refused whole
+    assert not LineMetrics(cfg.metrics, {}).feed_chunk(docs, 0)
+    simple = [m for m in cfg.metrics if m.name != "tokens_total"]
+    assert LineMetrics(simple, {}).feed_chunk(docs, 0)

@@ -83,6 +83,12 @@ def _simple_any(op: str, V: F64, P: Bools, n: Any) -> Any:
         return np.where(P, V, 0.0).sum(axis=0)
     if op == "avg":
         # Prometheus 2.x: a running mean from the first value, keeping an infinite mean when it can
+        if P.all() and np.isfinite(V).all():  # the common case, with fewer operations per series
+            mean = V[0].copy()
+            for r in range(1, V.shape[0]):
+                c = float(r + 1)
+                mean += V[r] / c - mean / c
+            return mean
         mean = np.zeros(V.shape[1])
         count = np.zeros(V.shape[1])
         for r in range(V.shape[0]):

@@ -72,6 +72,10 @@ def check(reader: Reader, model: Model) -> None:
         assert ts2.tolist() == [t for t, _ in want if lo <= t <= hi]
         assert vals2.view(np.int64).tolist() == [b for t, b in want if lo <= t <= hi]
     assert reader.count_samples() == sum(len(d) for d in model.data)
+    ids = [info.id for info in reader.series([Matcher.make("__name__", "=", "m")])]
+    for sid, (ts, vals) in reader.read_many(ids, -(2**62), 2**62).items():
+        one_ts, one_vals = reader.read_range(sid, -(2**62), 2**62)
+        assert ts.tolist() == one_ts.tolist() and vals.view(np.int64).tolist() == one_vals.view(np.int64).tolist()
 
 
 @pytest.mark.usefixtures("small_chunks")

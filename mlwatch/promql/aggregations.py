@@ -86,8 +86,8 @@ def _simple_any(op: str, V: F64, P: Bools, n: Any) -> Any:
         if P.all() and np.isfinite(V).all():  # the common case, with fewer operations per series
             mean = V[0].copy()
             for r in range(1, V.shape[0]):
-                c = float(r + 1)
-                mean += V[r] / c - mean / c
+                k = float(r + 1)
+                mean += V[r] / k - mean / k
             return mean
         mean = np.zeros(V.shape[1])
         count = np.zeros(V.shape[1])

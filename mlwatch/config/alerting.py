@@ -227,7 +227,10 @@ def rule_file_problems(patterns: list[str], base_dir: str | Path | None) -> list
 
     problems: list[ConfigProblem] = []
     for path in expand_rule_files(patterns, base_dir):
-        problems += read_rule_file(path)[1]
+        shown = str(path)
+        if base_dir is not None and not any(os.path.isabs(p) for p in patterns):
+            shown = os.path.relpath(path, str(base_dir))
+        problems += read_rule_file(path, shown)[1]
     return problems
 
 

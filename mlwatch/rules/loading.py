@@ -98,9 +98,10 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def read_rule_file(path: str | os.PathLike[str]) -> tuple[RuleFileConfig | None, list[ConfigProblem]]:
-    """Parse and validate one Prometheus rule file; problems carry its name and the line."""
-    name = str(path)
+def read_rule_file(path: str | os.PathLike[str], shown: str | None = None,
+                   ) -> tuple[RuleFileConfig | None, list[ConfigProblem]]:
+    """Parse and validate one Prometheus rule file; problems carry its name (``shown``) and the line."""
+    name = shown or str(path)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

@@ -66,7 +66,7 @@ def _value_strings(vals: Any) -> list[str]:
 def _points(ts: Any, vals: Any) -> str:
     whole, frac = np.divmod(np.asarray(ts, dtype=np.int64), 1000)
     if (frac == 0).all() and (whole >= 0).all():
-        stamps = whole.astype(str).tolist()
+        stamps = [str(w) for w in whole.tolist()]
     else:
         stamps = [format_ts(t) for t in np.asarray(ts).tolist()]
     return ",".join([f'[{t},"{v}"]' for t, v in zip(stamps, _value_strings(vals), strict=True)])

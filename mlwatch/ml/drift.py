@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mlwatch.ml.windows import BucketWindow
+from mlwatch.ml.windows import BucketWindow, bucket_of
 
 __all__ = ["PSI_FLOOR", "DriftWindow", "ks_statistic", "psi", "psi_categorical", "psi_numeric"]
 
@@ -95,9 +95,20 @@ class DriftWindow:
     def _new(self) -> Any:
         return [0, []] if self.numeric else Counter()
 
+    def _freeze_baseline(self, t_ms: int) -> None:
+        """Keep the first ``window`` of data as the baseline once it is complete (before it is evicted)."""
+        if self.reference != "baseline" or self.baseline is not None or self.first_ms is None:
+            return
+        if t_ms < self.first_ms + self.window:
+            return
+        end = bucket_of(self.first_ms + self.window, self.buckets.resolution)
+        base = self._collect(acc for b, acc in sorted(self.buckets.buckets.items()) if b <= end)
+        self.baseline = base[:MAX_BASELINE_VALUES] if self.numeric else base
+
     def add(self, ts_ms: int, value: Any) -> None:
         if self.first_ms is None:
             self.first_ms = ts_ms
+        self._freeze_baseline(ts_ms)
         acc = self.buckets.at(ts_ms)
         if self.numeric:
             acc[0] += 1
@@ -116,17 +127,14 @@ class DriftWindow:
 
     def figures(self, t_ms: int) -> dict[str, float]:
         """``psi`` (and ``ks`` for numbers) of the window ending at ``t_ms`` against the reference."""
+        self._freeze_baseline(t_ms)
         self.buckets.evict(t_ms)
         res = self.buckets.resolution
         first_current = (t_ms - self.window) // res + 1
         current = self._collect(acc for b, acc in sorted(self.buckets.buckets.items()) if b >= first_current)
         if self.reference == "baseline":
             if self.baseline is None:
-                if self.first_ms is None or t_ms < self.first_ms + self.window:
-                    return {}
-                end = (self.first_ms + self.window) // res
-                base = self._collect(acc for b, acc in self.buckets.buckets.items() if b <= end)
-                self.baseline = base[:MAX_BASELINE_VALUES] if self.numeric else base
+                return {}
             ref = self.baseline
         else:
             ref = self._collect(acc for b, acc in self.buckets.buckets.items() if b < first_current)

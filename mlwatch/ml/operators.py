@@ -141,6 +141,7 @@ class QualityOperator:
     def _reset(self) -> None:
         self.groups: dict[tuple[str, ...], _Group] = {}
         self.pending = PendingPredictions(self._join.max_pending if self._join else 1)
+        self.early = PendingPredictions(self._join.max_pending if self._join else 1)  # labels before predictions
         self.orphans = 0
         self.label_done = 0
         self.newest = 0
@@ -241,6 +242,10 @@ class QualityOperator:
         if jk is MISSING or jk is None:
             return "missing_key"
         g.made.at(ts)[0] += 1
+        early = self.early.pop(class_text(jk))
+        if early is not None:  # its label was read first (the label log ran ahead): matched now
+            self._match(g, early[0], early[1], ts, pred, score)
+            return None
         dropped = self.pending.add(class_text(jk), [ts, list(key), pred, score])
         if dropped is not None:
             self._group(tuple(dropped[1])).pending_dropped += 1
@@ -254,25 +259,29 @@ class QualityOperator:
         for it in items:
             self.label_done = it.seq
             raw = it.values.get(self._label_field)
-            entry = self.pending.pop(it.key)
-            if entry is None or raw is None:
+            self.newest = max(self.newest, it.ts_ms)
+            if raw is None or self._value(raw) is None:
                 self.orphans += 1
                 self.changed = True
                 continue
-            pred_ms, gkey, pred, score = entry
-            g = self._group(tuple(gkey))
-            truth = self._value(raw)
-            if truth is None:
-                self.orphans += 1
+            entry = self.pending.pop(it.key)
+            if entry is None:
+                # no prediction yet: keep the label until max_delay, its prediction may be read later
+                if self.early.add(it.key, [it.ts_ms, raw]) is not None:
+                    self.orphans += 1  # beyond max_pending: the oldest early label is given up
                 continue
-            known = max(it.ts_ms, pred_ms)
-            self.newest = max(self.newest, it.ts_ms)
-            self._outcome(g, known, pred_ms, pred, truth, score)
-            g.made.at(pred_ms)[1] += 1
-            delay = max(0.0, (it.ts_ms - pred_ms) / 1000)
-            i = next((i for i, le in enumerate(DELAY_BUCKETS_S) if delay <= le), len(DELAY_BUCKETS_S))
-            g.delays[i] += 1
-            g.delays[-1] += delay
+            pred_ms, gkey, pred, score = entry
+            self._match(self._group(tuple(gkey)), it.ts_ms, raw, pred_ms, pred, score)
+
+    def _match(self, g: _Group, label_ms: int, raw: Any, pred_ms: int, pred: Any, score: float | None) -> None:
+        truth = self._value(raw)
+        known = max(label_ms, pred_ms)
+        self._outcome(g, known, pred_ms, pred, truth, score)
+        g.made.at(pred_ms)[1] += 1
+        delay = max(0.0, (label_ms - pred_ms) / 1000)
+        i = next((i for i, le in enumerate(DELAY_BUCKETS_S) if delay <= le), len(DELAY_BUCKETS_S))
+        g.delays[i] += 1
+        g.delays[-1] += delay
 
     def samples(self, now_ms: int, full: bool) -> list[Sample]:
         self._apply_labels()
@@ -282,6 +291,9 @@ class QualityOperator:
         if self._join is not None:
             for entry in self.pending.expire(t - self._max_delay):
                 self._group(tuple(entry[1])).unlabeled += 1
+                self.changed = True
+            for _label in self.early.expire(t - self._max_delay):
+                self.orphans += 1
                 self.changed = True
         due = self.last_emit < 0 or t - self.last_emit >= min(self._resolution, MAX_EMIT_GAP_MS)
         if not (self.changed or (due and t > self.last_emit)):
@@ -429,6 +441,7 @@ class QualityOperator:
             "groups": groups,
             "pending": list(self.pending.items.items()),
             "orphans": self.orphans,
+            "early": list(self.early.items.items()),
             "label_done": self.label_done,
             "newest": self.newest,
             "last_emit": self.last_emit,
@@ -455,6 +468,8 @@ class QualityOperator:
         for k, entry in state["pending"]:
             self.pending.items[str(k)] = list(entry)
         self.orphans = int(state["orphans"])
+        for k, entry in state.get("early", []):
+            self.early.items[str(k)] = list(entry)
         self.label_done = int(state["label_done"])
         self.newest = int(state["newest"])
         self.last_emit = int(state["last_emit"])
@@ -516,12 +531,17 @@ class MlOperators:
     source through a shared :class:`~mlwatch.ml.join.LabelOutbox`."""
 
     def __init__(self, sources: Sequence[Any]) -> None:
+        self._outboxes: dict[str, LabelOutbox] = {}
+        self.reconfigure(sources)
+
+    def reconfigure(self, sources: Sequence[Any]) -> None:
+        """Take a reloaded config's sources (call before the source manager's ``reconfigure``);
+        labels in transit are kept."""
         self._logs = {s.name: s for s in sources if isinstance(s, LogSourceConfig)}
         self._joins: dict[str, LabelsForConfig] = {}  # prediction source -> its labels_for
         for s in self._logs.values():
             if s.labels_for is not None:
                 self._joins.setdefault(s.labels_for.source, s.labels_for)
-        self._outboxes: dict[str, LabelOutbox] = {}
 
     def outbox(self, prediction_source: str) -> LabelOutbox:
         box = self._outboxes.get(prediction_source)

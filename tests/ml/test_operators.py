@@ -157,7 +157,7 @@ def test_late_labels_join_expire_and_survive_restarts(tmp_path: Path) -> None:
     s = collect(preds, 0, state)
     assert latest(s, "j_samples") == 6
     assert latest(s, "j_accuracy") == pytest.approx(5 / 6)
-    assert latest(s, "j_orphan_labels_total") == 1
+    assert latest(s, "j_orphan_labels_total") == 0  # kept: its prediction may still be read
     assert latest(s, "j_label_coverage") == pytest.approx(6 / 10)
     assert latest(s, "j_label_delay_seconds_count") == 6
     # restart again: the same labels are not applied twice
@@ -166,10 +166,30 @@ def test_late_labels_join_expire_and_survive_restarts(tmp_path: Path) -> None:
     write(tmp_path / "pred.jsonl", [{"ts": T0 + 62_000, "id": "r10", "pred": 1}])
     s = collect(preds, 0, state)
     assert latest(s, "j_tp_total") + latest(s, "j_tn_total") + latest(s, "j_fn_total") + latest(s, "j_fp_total") == 6  # type: ignore[operator]
-    # time moves past max_delay: r6..r9 never got labels
+    # time moves past max_delay: r6..r9 never got labels; r10 is still within max_delay
     write(tmp_path / "pred.jsonl", [{"ts": T0 + 11 * 60_000, "id": "late", "pred": 1}])
     s = collect(preds, 0, state)
-    assert latest(s, "j_unlabeled_total") == 4  # r6..r9; r10 is still within max_delay
+    assert latest(s, "j_unlabeled_total") == 4
+    assert latest(s, "j_orphan_labels_total") == 0
+    write(tmp_path / "pred.jsonl", [{"ts": T0 + 12 * 60_000, "id": "later", "pred": 1}])
+    s = collect(preds, 0, state)
+    assert latest(s, "j_unlabeled_total") == 5
+    assert latest(s, "j_orphan_labels_total") == 1  # "nope" never met its prediction
+
+
+def test_a_label_read_before_its_prediction_is_matched(tmp_path: Path) -> None:
+    cfgs = sources(tmp_path, JOIN)
+    state: dict[str, bytes] = {}
+    preds, truth = build(cfgs)
+    write(tmp_path / "labels.jsonl", [{"ts": T0 + 5000, "id": "a", "label": 1}])
+    collect(truth, 0, state)
+    collect(preds, 0, state)
+    preds, truth = build(cfgs, state)  # and across a restart
+    write(tmp_path / "pred.jsonl", [{"ts": T0 + 1000, "id": "a", "pred": 1}])
+    s = collect(preds, 0, state)
+    assert latest(s, "j_tp_total") == 1
+    assert latest(s, "j_label_delay_seconds_sum") == 4.0
+    assert latest(s, "j_orphan_labels_total") == 0
 
 
 def test_labels_rolled_back_by_storage_are_applied_once(tmp_path: Path) -> None:
@@ -188,3 +208,72 @@ def test_labels_rolled_back_by_storage_are_applied_once(tmp_path: Path) -> None:
     s = collect(preds, 0, state)
     assert latest(s, "j_tp_total") == 3
     assert latest(s, "j_orphan_labels_total") == 0
+
+
+REGRESSION = """
+  - name: preds
+    type: log
+    path: {dir}/pred.jsonl
+    timestamp: {field: ts, format: unix_ms}
+    regression:
+      prediction: y_hat
+      target: y
+      window: 10s
+      resolution: 100ms
+      prefix: r
+      by_prediction_time: true
+      drift: {numeric: [y_hat], categorical: [region], reference: previous}
+"""
+
+
+def test_regression_window_counters_matured_windows_and_drift(tmp_path: Path) -> None:
+    (src,) = build(sources(tmp_path, REGRESSION))
+    rows = [{"ts": T0 + i * 100, "y": float((i * 13) % 17), "y_hat": float((i * 7) % 19) / 2,
+             "region": "eu" if i % 3 else "us"} for i in range(300)]  # fmt: skip
+    write(tmp_path / "pred.jsonl", rows)
+    state: dict[str, bytes] = {}
+    s = collect(src, 0, state)
+    t = rows[-1]["ts"]
+    inside = [r for r in rows if t - 10_000 < r["ts"] <= t]
+    y, yhat = [r["y"] for r in inside], [r["y_hat"] for r in inside]
+    assert latest(s, "r_mae") == pytest.approx(sklearn_metrics.mean_absolute_error(y, yhat), abs=1e-12)
+    assert latest(s, "r_rmse") == pytest.approx(sklearn_metrics.mean_squared_error(y, yhat) ** 0.5, abs=1e-12)
+    assert latest(s, "r_r2") == pytest.approx(sklearn_metrics.r2_score(y, yhat), abs=1e-12)
+    assert latest(s, "r_outcomes_total") == 300
+    assert latest(s, "r_abs_error_total") == pytest.approx(sum(abs(r["y"] - r["y_hat"]) for r in rows))
+    # tumbling windows by prediction time: [T0, T0+10s), [T0+10s, T0+20s) are complete (no labels_for: no delay)
+    matured = [x for x in s if x.key.name == "r_mae" and x.key.label_dict().get("basis") == "prediction_time"]
+    assert sorted(x.ts for x in matured) == [T0 + 10_000, T0 + 20_000]
+    first = [r for r in rows if r["ts"] < T0 + 10_000]
+    assert matured[0].value == pytest.approx(
+        sklearn_metrics.mean_absolute_error([r["y"] for r in first], [r["y_hat"] for r in first]), abs=1e-12
+    )
+    # drift of the prediction and of a categorical field, current 10 s against the 10 s before
+    stats = pytest.importorskip("scipy.stats")
+    before = [r["y_hat"] for r in rows if t - 20_000 < r["ts"] <= t - 10_000]
+    assert latest(s, "r_drift_ks", field="y_hat") == pytest.approx(stats.ks_2samp(before, yhat).statistic, abs=1e-12)
+    assert latest(s, "r_drift_psi", field="region") is not None
+    # a restart continues the same windows
+    (again,) = build(sources(tmp_path, REGRESSION), state)
+    write(tmp_path / "pred.jsonl", [{"ts": t + 100, "y": 1.0, "y_hat": 1.0, "region": "eu"}])
+    s2 = collect(again, 0, state)
+    assert latest(s2, "r_outcomes_total") == 301
+    assert latest(s2, "r_samples") == len(inside)  # one in, one out of the 10 s window
+
+
+def test_labels_for_must_name_a_prediction_source(tmp_path: Path) -> None:
+    from mlwatch.config.ml import labels_for_problems
+
+    cfgs = sources(
+        tmp_path,
+        JOIN
+        + """
+  - name: stray
+    type: log
+    path: {dir}/other.jsonl
+    labels_for: {source: nowhere, key: id}
+""",
+    )
+    assert labels_for_problems(cfgs) == [
+        (2, "labels_for.source: 'nowhere' is not a log source with classification or regression")
+    ]

@@ -15,20 +15,26 @@ from typing import Any
 import click
 
 from mlwatch.cli import common_options, handle_errors
-from mlwatch.commands.silence import usage
-from mlwatch.commands.silence import _table, open_store
+from mlwatch.commands.silence import _table, open_store, usage
 
 
 @click.command("alerts")
 @click.option("--active", "mode", flag_value="active", default=True, help="Pending and firing alerts (default).")
 @click.option("--history", "mode", flag_value="history", help="Every transition (pending, firing, resolved).")
 @click.option("--since", default="24h", show_default=True, help="How far back the history goes (e.g. 1h, 7d).")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="json: a list of /api/v1/alerts items (plus resolvedAt in the history).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json: a list of /api/v1/alerts items (plus resolvedAt in the history).",
+)
 @common_options
 @handle_errors
-def alerts_command(mode: str, since: str, output: str, config_path: str | None, db_url: str | None, debug: bool,
-                   log_format: str) -> None:
+def alerts_command(
+    mode: str, since: str, output: str, config_path: str | None, db_url: str | None, debug: bool, log_format: str
+) -> None:
     """Active alerts, or the alert history."""
     from mlwatch.model import parse_duration_ms
     from mlwatch.rules.state import iso
@@ -48,9 +54,16 @@ def alerts_command(mode: str, since: str, output: str, config_path: str | None, 
             conditions = {e.fingerprint: e.condition for e in alertstore.load_events(conn, 0, 100_000)}
             items = []
             for a in alertstore.load_alerts(conn):
-                items.append({"labels": a.labels, "annotations": a.annotations, "state": a.state,
-                              "activeAt": iso(a.active_at), "value": go_float(a.value),
-                              "condition": conditions.get(a.fingerprint, "")})
+                items.append(
+                    {
+                        "labels": a.labels,
+                        "annotations": a.annotations,
+                        "state": a.state,
+                        "activeAt": iso(a.active_at),
+                        "value": go_float(a.value),
+                        "condition": conditions.get(a.fingerprint, ""),
+                    }
+                )
     finally:
         conn.close()
     if output == "json":
@@ -64,7 +77,18 @@ def alerts_command(mode: str, since: str, output: str, config_path: str | None, 
         labels = ", ".join(f"{k}={v}" for k, v in sorted(it["labels"].items()) if k != "alertname")
         summary = it["annotations"].get("summary", "")
         when = it.get("time", it["activeAt"])
-        rows.append((when, it["state"].upper(), it["labels"].get("alertname", ""), labels, it["value"],
-                     it.get("condition", ""), summary))
-    _table(("TIME" if mode == "history" else "ACTIVE SINCE", "STATE", "ALERT", "LABELS", "VALUE", "CONDITION",
-            "SUMMARY"), rows)
+        rows.append(
+            (
+                when,
+                it["state"].upper(),
+                it["labels"].get("alertname", ""),
+                labels,
+                it["value"],
+                it.get("condition", ""),
+                summary,
+            )
+        )
+    _table(
+        ("TIME" if mode == "history" else "ACTIVE SINCE", "STATE", "ALERT", "LABELS", "VALUE", "CONDITION", "SUMMARY"),
+        rows,
+    )

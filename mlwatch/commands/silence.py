@@ -95,13 +95,23 @@ def silence_group() -> None:
 
 @silence_group.command("add")
 @click.argument("matchers", nargs=-1, required=True)
-@click.option("--duration", "-d", default="2h", show_default=True, help="How long the silence lasts (e.g. 30m, 2h, 1d).")
+@click.option(
+    "--duration", "-d", default="2h", show_default=True, help="How long the silence lasts (e.g. 30m, 2h, 1d)."
+)
 @click.option("--comment", default="", help="Why (shown with the silence).")
 @click.option("--author", default=None, help="Who (default: $USER).")
 @common_options
 @handle_errors
-def silence_add(matchers: tuple[str, ...], duration: str, comment: str, author: str | None, config_path: str | None,
-                db_url: str | None, debug: bool, log_format: str) -> None:
+def silence_add(
+    matchers: tuple[str, ...],
+    duration: str,
+    comment: str,
+    author: str | None,
+    config_path: str | None,
+    db_url: str | None,
+    debug: bool,
+    log_format: str,
+) -> None:
     """Silence alerts matching every MATCHER (name=value, name!=value, name=~regex, name!~regex); prints the id."""
     import os
 
@@ -117,9 +127,14 @@ def silence_add(matchers: tuple[str, ...], duration: str, comment: str, author: 
     if ms <= 0:
         usage("--duration must be greater than 0")
     now = time.time()
-    body = {"matchers": [m.api() for m in parsed], "startsAt": rfc3339(now), "endsAt": rfc3339(now + ms / 1000),
-            "createdBy": author or os.environ.get("USER", "mlwatch"), "comment": comment}
-    cfg, client, conn = open_store(config_path, db_url, write=True)
+    body = {
+        "matchers": [m.api() for m in parsed],
+        "startsAt": rfc3339(now),
+        "endsAt": rfc3339(now + ms / 1000),
+        "createdBy": author or os.environ.get("USER", "mlwatch"),
+        "comment": comment,
+    }
+    _cfg, client, conn = open_store(config_path, db_url, write=True)
     if client is not None:
         sid = client.request("POST", "/api/v2/silences", body)["silenceID"]
     else:
@@ -135,12 +150,19 @@ def silence_add(matchers: tuple[str, ...], duration: str, comment: str, author: 
 
 @silence_group.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also expired silences.")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="json: the body of Alertmanager's GET /api/v2/silences.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json: the body of Alertmanager's GET /api/v2/silences.",
+)
 @common_options
 @handle_errors
-def silence_list(show_all: bool, output: str, config_path: str | None, db_url: str | None, debug: bool,
-                 log_format: str) -> None:
+def silence_list(
+    show_all: bool, output: str, config_path: str | None, db_url: str | None, debug: bool, log_format: str
+) -> None:
     """Active and pending silences (with --all, expired ones too)."""
     from mlwatch.notify.silences import Silence
     from mlwatch.storage import alertstore
@@ -157,8 +179,17 @@ def silence_list(show_all: bool, output: str, config_path: str | None, db_url: s
     if not items:
         click.echo("(no silences)")
         return
-    rows = [(s["id"], s["status"]["state"], s["endsAt"], " ".join(_matcher_text(m) for m in s["matchers"]),
-             s["createdBy"], s["comment"]) for s in items]
+    rows = [
+        (
+            s["id"],
+            s["status"]["state"],
+            s["endsAt"],
+            " ".join(_matcher_text(m) for m in s["matchers"]),
+            s["createdBy"],
+            s["comment"],
+        )
+        for s in items
+    ]
     _table(("ID", "STATE", "ENDS", "MATCHERS", "BY", "COMMENT"), rows)
 
 
@@ -166,8 +197,9 @@ def silence_list(show_all: bool, output: str, config_path: str | None, db_url: s
 @click.argument("ids", nargs=-1, required=True)
 @common_options
 @handle_errors
-def silence_expire(ids: tuple[str, ...], config_path: str | None, db_url: str | None, debug: bool,
-                   log_format: str) -> None:
+def silence_expire(
+    ids: tuple[str, ...], config_path: str | None, db_url: str | None, debug: bool, log_format: str
+) -> None:
     """End silences now."""
     from mlwatch.storage import alertstore
 

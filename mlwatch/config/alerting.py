@@ -14,7 +14,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import promql_parser as pp
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
@@ -82,7 +82,7 @@ def _percent_or_number(value: Any) -> Any:
         except ValueError:
             raise ValueError(f"invalid percentage {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("expected a percentage such as 10% (relative) or a number (absolute)")
+        raise ValueError("expected a percentage such as 10% (relative) or a number (absolute)")  # noqa: TRY004
     return {"absolute": float(value)}
 
 
@@ -113,7 +113,8 @@ class DropShorthand(_Model):
     window: PositiveDuration = 5 * _MIN
     baseline: PositiveDuration = 60 * _MIN
     by: Annotated[dict[str, float], BeforeValidator(_percent_or_number)] = Field(
-        default_factory=lambda: {"relative": 0.1})
+        default_factory=lambda: {"relative": 0.1}
+    )
     significance: float | None = None
     samples: PromQL | None = None
     for_: Duration | None = Field(default=None, alias="for")
@@ -123,8 +124,9 @@ class DropShorthand(_Model):
         if self.significance is not None and not 0 < self.significance < 0.5:
             raise ValueError("significance must be between 0 and 0.5 (e.g. 0.01)")
         if self.significance is not None and self.samples is None:
-            raise ValueError("significance needs samples: the metric holding the sample count of each value "
-                             "(e.g. ai_model_samples)")
+            raise ValueError(
+                "significance needs samples: the metric holding the sample count of each value (e.g. ai_model_samples)"
+            )
         value = next(iter(self.by.values()))
         if not value > 0 or math.isinf(value):
             raise ValueError("by must be greater than 0")
@@ -165,14 +167,19 @@ class RuleConfig(_Model):
         if self.record is not None:
             if sources != ["expr"]:
                 raise ValueError("a recording rule needs expr (shorthands are for alerts)")
-            extra = [k for k in ("for", "keep_firing_for", "resolve_expr", "annotations")
-                     if k in self.model_fields_set or (k == "for" and "for_" in self.model_fields_set)]
+            extra = [
+                k
+                for k in ("for", "keep_firing_for", "resolve_expr", "annotations")
+                if k in self.model_fields_set or (k == "for" and "for_" in self.model_fields_set)
+            ]
             if extra:
                 raise ValueError(f"a recording rule has no {', '.join(extra)}")
             return self
         if len(sources) != 1:
-            raise ValueError("an alerting rule needs exactly one of expr, threshold, drop, absent"
-                             + (f" (got {', '.join(sources)})" if sources else ""))
+            raise ValueError(
+                "an alerting rule needs exactly one of expr, threshold, drop, absent"
+                + (f" (got {', '.join(sources)})" if sources else "")
+            )
         return self
 
 
@@ -243,7 +250,8 @@ class StalenessAlertsConfig(_Model):
     enabled: bool = True
     after: PositiveDuration = 10 * _MIN
     labels: dict[LabelName, Annotated[str, BeforeValidator(_scalar_to_str)]] = Field(
-        default_factory=lambda: {"severity": "warning"})
+        default_factory=lambda: {"severity": "warning"}
+    )
 
 
 class AlertingConfig(_Model):
@@ -347,7 +355,11 @@ def _notifier_union() -> Any:
     return _tagged_union(NOTIFIER_TYPES)
 
 
-AnyNotifier = _notifier_union()
+if TYPE_CHECKING:
+    AnyNotifier = NotifierConfig
+else:
+    AnyNotifier = _notifier_union()
+    """Validates a notifier with the model its ``type`` names."""
 
 # ------------------------------------------------------------------ routes, inhibition
 
@@ -403,9 +415,28 @@ Rules = list[RuleConfig]
 
 
 __all__ = [
-    "AbsentShorthand", "AlertingConfig", "AnyNotifier", "AppriseNotifierConfig", "DropShorthand",
-    "EmailNotifierConfig", "ExecNotifierConfig", "InhibitRuleConfig", "NOTIFIER_TYPES", "NotifierConfig",
-    "Notifiers", "RouteConfig", "Routes", "RuleConfig", "RuleFileConfig", "RuleFiles", "RuleGroupConfig", "Rules",
-    "SmtpConfig", "StalenessAlertsConfig", "ThresholdShorthand", "WebhookNotifierConfig",
-    "expand_rule_files", "rule_file_problems",
+    "NOTIFIER_TYPES",
+    "AbsentShorthand",
+    "AlertingConfig",
+    "AnyNotifier",
+    "AppriseNotifierConfig",
+    "DropShorthand",
+    "EmailNotifierConfig",
+    "ExecNotifierConfig",
+    "InhibitRuleConfig",
+    "NotifierConfig",
+    "Notifiers",
+    "RouteConfig",
+    "Routes",
+    "RuleConfig",
+    "RuleFileConfig",
+    "RuleFiles",
+    "RuleGroupConfig",
+    "Rules",
+    "SmtpConfig",
+    "StalenessAlertsConfig",
+    "ThresholdShorthand",
+    "WebhookNotifierConfig",
+    "expand_rule_files",
+    "rule_file_problems",
 ]  # fmt: skip

@@ -24,8 +24,9 @@ from mlwatch.rules.state import Alert, AlertState
 log = logging.getLogger("mlwatch.notify")
 
 
-def am_alerts(alerts: Sequence[Alert], t: float, valid_for_s: float, external_labels: Mapping[str, str],
-              generator_url: str = "") -> list[dict[str, Any]]:
+def am_alerts(
+    alerts: Sequence[Alert], t: float, valid_for_s: float, external_labels: Mapping[str, str], generator_url: str = ""
+) -> list[dict[str, Any]]:
     """The ``postableAlerts`` body for the firing and resolved ``alerts`` at evaluation time ``t``."""
     out = []
     for a in alerts:
@@ -33,21 +34,24 @@ def am_alerts(alerts: Sequence[Alert], t: float, valid_for_s: float, external_la
             continue
         labels = {**external_labels, **a.labels}
         ends = a.resolved_at if a.state is AlertState.RESOLVED and a.resolved_at is not None else t + valid_for_s
-        out.append({
-            "labels": labels,
-            "annotations": dict(a.annotations),
-            "startsAt": rfc3339(a.fired_at or a.active_at),
-            "endsAt": rfc3339(ends),
-            "generatorURL": generator_url,
-        })
+        out.append(
+            {
+                "labels": labels,
+                "annotations": dict(a.annotations),
+                "startsAt": rfc3339(a.fired_at or a.active_at),
+                "endsAt": rfc3339(ends),
+                "generatorURL": generator_url,
+            }
+        )
     return out
 
 
 class AlertmanagerSender:
     """Posts alerts to every configured Alertmanager; a failing one is logged and counted, never fatal."""
 
-    def __init__(self, urls: Sequence[str], *, timeout_s: float = 10.0,
-                 external_labels: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, urls: Sequence[str], *, timeout_s: float = 10.0, external_labels: Mapping[str, str] | None = None
+    ) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout_s = timeout_s
         self.external_labels = dict(external_labels or {})
@@ -73,10 +77,11 @@ class AlertmanagerSender:
 
     async def _post(self, url: str, data: bytes) -> None:
         try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session:
-                async with session.post(f"{url}/api/v2/alerts", data=data,
-                                        headers={"Content-Type": "application/json"}) as resp:
-                    if resp.status // 100 != 2:
-                        raise NotifyError(f"answered {resp.status}: {(await resp.text())[:200].strip()}")
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as session,
+                session.post(f"{url}/api/v2/alerts", data=data, headers={"Content-Type": "application/json"}) as resp,
+            ):
+                if resp.status // 100 != 2:
+                    raise NotifyError(f"answered {resp.status}: {(await resp.text())[:200].strip()}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NotifyError(f"{type(exc).__name__}: {exc}") from None

@@ -55,10 +55,18 @@ def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
 
 
-def build_payload(*, key: str, receiver: str, group_key: str, group_labels: Mapping[str, str],
-                  firing: Sequence[RoutedAlert], resolved: Sequence[RoutedAlert], external_url: str,
-                  templates: Mapping[str, str | None] | None = None,
-                  external_labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+def build_payload(
+    *,
+    key: str,
+    receiver: str,
+    group_key: str,
+    group_labels: Mapping[str, str],
+    firing: Sequence[RoutedAlert],
+    resolved: Sequence[RoutedAlert],
+    external_url: str,
+    templates: Mapping[str, str | None] | None = None,
+    external_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The webhook v4 payload with an ``mlwatch`` section: idempotency key, rendered texts, silence hint."""
     alerts = [*firing, *resolved]
     common_labels = _common([a.labels for a in alerts])
@@ -80,8 +88,10 @@ def build_payload(*, key: str, receiver: str, group_key: str, group_labels: Mapp
         "subject": subject,
         "text": text,
         "html": html_body,
-        "silence": silence_command(common_labels or (alerts[0].labels if alerts else {}),
-                                   keys=[k for k in ("alertname", *group_labels) if k in common_labels]),
+        "silence": silence_command(
+            common_labels or (alerts[0].labels if alerts else {}),
+            keys=[k for k in ("alertname", *group_labels) if k in common_labels],
+        ),
     }
     return payload
 
@@ -90,8 +100,13 @@ def _label_text(labels: Mapping[str, str], skip: Sequence[str] = ("alertname",))
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in skip)
 
 
-def render_texts(payload: Mapping[str, Any], firing: Sequence[RoutedAlert], resolved: Sequence[RoutedAlert],
-                 templates: Mapping[str, str | None], external_labels: Mapping[str, str]) -> tuple[str, str, str]:
+def render_texts(
+    payload: Mapping[str, Any],
+    firing: Sequence[RoutedAlert],
+    resolved: Sequence[RoutedAlert],
+    templates: Mapping[str, str | None],
+    external_labels: Mapping[str, str],
+) -> tuple[str, str, str]:
     """Subject, plain text and HTML of a notification (the notifier's templates where given)."""
     common = payload["commonLabels"]
     name = common.get("alertname") or ", ".join(sorted({a.labels.get("alertname", "") for a in [*firing, *resolved]}))
@@ -104,8 +119,10 @@ def render_texts(payload: Mapping[str, Any], firing: Sequence[RoutedAlert], reso
         if not group:
             continue
         lines.append(f"{title}:")
-        rows.append(f"<h3>{title}</h3><table border='1' cellpadding='4' cellspacing='0'>"
-                    "<tr><th>alert</th><th>labels</th><th>value</th><th>condition</th><th>since</th><th>summary</th></tr>")
+        rows.append(
+            f"<h3>{title}</h3><table border='1' cellpadding='4' cellspacing='0'>"
+            "<tr><th>alert</th><th>labels</th><th>value</th><th>condition</th><th>since</th><th>summary</th></tr>"
+        )
         for a in group:
             summary = a.annotations.get("summary") or a.annotations.get("description", "")
             since = rfc3339(a.starts_at) + ("" if a.firing or a.ends_at is None else f" until {rfc3339(a.ends_at)}")
@@ -121,17 +138,29 @@ def render_texts(payload: Mapping[str, Any], firing: Sequence[RoutedAlert], reso
             for k, v in sorted(a.annotations.items()):
                 if k not in ("summary",):
                     lines.append(f"  {k}: {v}")
-            cells = [a.labels.get("alertname", ""), _label_text(a.labels), go_float(a.value), a.condition, since,
-                     summary]
+            cells = [
+                a.labels.get("alertname", ""),
+                _label_text(a.labels),
+                go_float(a.value),
+                a.condition,
+                since,
+                summary,
+            ]
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
         rows.append("</table>")
         lines.append("")
-    silence = silence_command(common or (firing or resolved)[0].labels if (firing or resolved) else {},
-                              keys=[k for k in ("alertname", *payload["groupLabels"]) if k in common])
+    silence = silence_command(
+        common or (firing or resolved)[0].labels if (firing or resolved) else {},
+        keys=[k for k in ("alertname", *payload["groupLabels"]) if k in common],
+    )
     lines.append(f"To silence: {silence}")
     text = "\n".join(lines)
-    body_html = ("<html><body>" + f"<h2>{html.escape(subject)}</h2>" + "".join(rows)
-                 + f"<p>To silence: <code>{html.escape(silence)}</code></p></body></html>")
+    body_html = (
+        "<html><body>"
+        + f"<h2>{html.escape(subject)}</h2>"
+        + "".join(rows)
+        + f"<p>To silence: <code>{html.escape(silence)}</code></p></body></html>"
+    )
     value = float(len(firing))
     if templates.get("subject"):
         subject = _render(str(templates["subject"]), common, value, external_labels, subject)

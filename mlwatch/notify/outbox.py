@@ -33,8 +33,9 @@ class Channel(Protocol):
 
 class OutboxStore(Protocol):
     async def due(self, now: float, limit: int) -> list[NotificationRow]: ...
-    async def record(self, nid: int, ts: float, ok: bool, error: str, seconds: float, status: str,
-                     next_attempt_at: float) -> None: ...
+    async def record(
+        self, nid: int, ts: float, ok: bool, error: str, seconds: float, status: str, next_attempt_at: float
+    ) -> None: ...
 
 
 @dataclass
@@ -45,15 +46,23 @@ class Backoff:
     def delay(self, attempts: int, rng: random.Random) -> float:
         """The wait after the ``attempts``-th failed attempt (1-based)."""
         raw = min(self.cap_s, self.base_s * 2 ** max(0, attempts - 1))
-        return raw * (0.5 + rng.random() / 2)
+        return float(raw * (0.5 + rng.random() / 2))
 
 
 class Outbox:
     """Delivers due notifications through their channels, recording every attempt."""
 
-    def __init__(self, store: OutboxStore, channels: Mapping[str, Channel], *, clock: Callable[[], float],
-                 backoff: Backoff | None = None, rng: random.Random | None = None, concurrency: int = 8,
-                 on_attempt: Callable[[str, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: OutboxStore,
+        channels: Mapping[str, Channel],
+        *,
+        clock: Callable[[], float],
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+        concurrency: int = 8,
+        on_attempt: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self.store = store
         self.channels = dict(channels)
         self.clock = clock
@@ -91,8 +100,14 @@ class Outbox:
             else:
                 nxt = now + self.backoff.delay(attempts, self.rng)
                 status = "expired" if nxt >= row.expires_at else "pending"
-                log.warning("notification %s via %s failed (attempt %d%s): %s", row.key[:12], row.notifier,
-                            attempts, ", giving up" if status == "expired" else "", error)
+                log.warning(
+                    "notification %s via %s failed (attempt %d%s): %s",
+                    row.key[:12],
+                    row.notifier,
+                    attempts,
+                    ", giving up" if status == "expired" else "",
+                    error,
+                )
                 await self.store.record(row.id, now, False, error, seconds, status, nxt)
                 ok = False
             if self.on_attempt is not None:

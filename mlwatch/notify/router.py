@@ -40,7 +40,8 @@ EnqueueFunc = Callable[[list[OutboxItem], list[GroupState], float], Awaitable[No
 
 def _matches(labels: Mapping[str, str], eq: Mapping[str, str], rx: Mapping[str, str]) -> bool:
     return all(labels.get(k, "") == v for k, v in eq.items()) and all(
-        re.fullmatch(v, labels.get(k, ""), re.DOTALL) is not None for k, v in rx.items())
+        re.fullmatch(v, labels.get(k, ""), re.DOTALL) is not None for k, v in rx.items()
+    )
 
 
 def route_indexes(routes: Sequence[RouteConfig], labels: Mapping[str, str]) -> list[int]:
@@ -83,11 +84,20 @@ class _Group:
 class Router:
     """Alertmanager's dispatcher, for one daemon."""
 
-    def __init__(self, *, routes: Sequence[RouteConfig], inhibit_rules: Sequence[InhibitRuleConfig],
-                 notifiers: Sequence[NotifierConfig], silences: Callable[[], Sequence[Silence]],
-                 enqueue: EnqueueFunc, external_url: str = "", external_labels: Mapping[str, str] | None = None,
-                 persisted: Mapping[str, tuple[float, str, list[str]]] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        routes: Sequence[RouteConfig],
+        inhibit_rules: Sequence[InhibitRuleConfig],
+        notifiers: Sequence[NotifierConfig],
+        silences: Callable[[], Sequence[Silence]],
+        enqueue: EnqueueFunc,
+        external_url: str = "",
+        external_labels: Mapping[str, str] | None = None,
+        persisted: Mapping[str, tuple[float, str, list[str]]] | None = None,
+    ) -> None:
         self.alerts: dict[str, RoutedAlert] = {}
+        self.routes: list[RouteConfig] = []
         self.groups: dict[str, _Group] = {}
         self.silences = silences
         self.enqueue = enqueue
@@ -95,9 +105,14 @@ class Router:
         self._persisted = dict(persisted or {})
         self.configure(routes, inhibit_rules, notifiers, external_labels)
 
-    def configure(self, routes: Sequence[RouteConfig], inhibit_rules: Sequence[InhibitRuleConfig],
-                  notifiers: Sequence[NotifierConfig], external_labels: Mapping[str, str] | None = None) -> None:
-        if hasattr(self, "routes") and list(routes) != list(self.routes):
+    def configure(
+        self,
+        routes: Sequence[RouteConfig],
+        inhibit_rules: Sequence[InhibitRuleConfig],
+        notifiers: Sequence[NotifierConfig],
+        external_labels: Mapping[str, str] | None = None,
+    ) -> None:
+        if self.routes and list(routes) != self.routes:
             for g in self.groups.values():  # keep what was sent; regroup under the new routes
                 self._persisted[g.key] = (g.last_sent, g.last_hash, sorted(g.firing_sent))
             self.groups = {}
@@ -121,8 +136,17 @@ class Router:
                 continue  # already known resolved
             if prior is None and ends is not None:
                 continue  # resolved before we ever saw it firing: nothing to tell
-            ra = RoutedAlert(fp, dict(a.labels), dict(a.annotations), a.fired_at or a.active_at, ends, a.value,
-                             a.condition, generator_url, now)
+            ra = RoutedAlert(
+                fp,
+                dict(a.labels),
+                dict(a.annotations),
+                a.fired_at or a.active_at,
+                ends,
+                a.value,
+                a.condition,
+                generator_url,
+                now,
+            )
             self.alerts[fp] = ra
             self._assign(ra, now)
 
@@ -163,8 +187,9 @@ class Router:
             members = [self.alerts[f] for f in sorted(g.fingerprints) if f in self.alerts]
             firing = [a for a in members if a.firing and not self.muted(a, now)]
             resolved = [a for a in members if not a.firing and a.fingerprint in g.firing_sent]
-            fhash = hashlib.sha256(("|".join(a.fingerprint for a in firing) + "/" +
-                                    "|".join(a.fingerprint for a in resolved)).encode()).hexdigest()[:16]
+            fhash = hashlib.sha256(
+                ("|".join(a.fingerprint for a in firing) + "/" + "|".join(a.fingerprint for a in resolved)).encode()
+            ).hexdigest()[:16]
             changed = {a.fingerprint for a in firing} != g.firing_sent or bool(resolved)
             repeat = bool(firing) and now - g.last_sent >= route.repeat_interval / 1000
             if (firing or resolved) and (changed or repeat):
@@ -177,10 +202,16 @@ class Router:
                     show_resolved = resolved if n.send_resolved else []
                     key = hashlib.sha256(f"{name}|{g.key}|{now!r}|{fhash}".encode()).hexdigest()[:32]
                     payload = build_payload(
-                        key=key, receiver=name, group_key=f"{{}}:{g.key}", group_labels=g.labels, firing=firing,
-                        resolved=show_resolved, external_url=self.external_url,
+                        key=key,
+                        receiver=name,
+                        group_key=f"{{}}:{g.key}",
+                        group_labels=g.labels,
+                        firing=firing,
+                        resolved=show_resolved,
+                        external_url=self.external_url,
                         templates={"subject": n.templates.subject, "body": n.templates.body},
-                        external_labels=self.external_labels)
+                        external_labels=self.external_labels,
+                    )
                     items.append(OutboxItem(key, name, g.key, payload))
                 g.last_sent = now
                 g.last_hash = fhash

@@ -22,7 +22,7 @@ from typing import Any
 from mlwatch.model import Sample
 from mlwatch.notify.alertmanager import AlertmanagerSender
 from mlwatch.notify.channels import make_channel
-from mlwatch.notify.outbox import Backoff, Channel, Outbox
+from mlwatch.notify.outbox import Channel, Outbox
 from mlwatch.notify.router import GroupState, OutboxItem, Router
 from mlwatch.notify.silences import Silence
 from mlwatch.rules.evaluation import QueryFunc, RuleManager, Vector
@@ -53,7 +53,7 @@ def query_from_engine(engine: Callable[[], Any]) -> QueryFunc:
     reloaded limits)."""
 
     def query(expr: str, t: float) -> Vector:
-        return vector_of(engine().instant(expr, int(round(t * 1000))))
+        return vector_of(engine().instant(expr, round(t * 1000)))
 
     return query
 
@@ -71,16 +71,18 @@ class WriterStore:
     async def load(self) -> list[store.AlertRow]:
         return list(await self._call(store.load_alerts))
 
-    async def save(self, upserts: list[store.AlertRow], deletes: list[tuple[str, str]],
-                   events: list[store.EventRow]) -> None:
+    async def save(
+        self, upserts: list[store.AlertRow], deletes: list[tuple[str, str]], events: list[store.EventRow]
+    ) -> None:
         await self._call(lambda c: store.save_alerts(c, upserts, deletes, events))
 
     # Outbox's OutboxStore
     async def due(self, now: float, limit: int) -> list[store.NotificationRow]:
         return list(await self._call(lambda c: store.due_notifications(c, now, limit)))
 
-    async def record(self, nid: int, ts: float, ok: bool, error: str, seconds: float, status: str,
-                     next_attempt_at: float) -> None:
+    async def record(
+        self, nid: int, ts: float, ok: bool, error: str, seconds: float, status: str, next_attempt_at: float
+    ) -> None:
         await self._call(lambda c: store.record_attempt(c, nid, ts, ok, error, seconds, status, next_attempt_at))
 
     # the rest
@@ -91,9 +93,18 @@ class WriterStore:
 class AlertingService:
     """Rules, alert history, routing, silences, the outbox and the Alertmanager sender."""
 
-    def __init__(self, config: Any, *, query: QueryFunc, writer: Writer, clock: Callable[[], float] = time.time,
-                 base_dir: str | Path | None = None, env: Mapping[str, str] | None = None,
-                 external_url: str = "", rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: Any,
+        *,
+        query: QueryFunc,
+        writer: Writer,
+        clock: Callable[[], float] = time.time,
+        base_dir: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        external_url: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
         self.clock = clock
         self.writer = writer
         self.store = WriterStore(writer)
@@ -102,11 +113,18 @@ class AlertingService:
         self.external_url = external_url
         self.silences: list[Silence] = []
         self.rules = RuleManager(query, self._append, self.store, self._notify, clock=clock)
-        self.router = Router(routes=[], inhibit_rules=[], notifiers=[], silences=lambda: self.silences,
-                             enqueue=self._enqueue, external_url=external_url)
+        self.router = Router(
+            routes=[],
+            inhibit_rules=[],
+            notifiers=[],
+            silences=lambda: self.silences,
+            enqueue=self._enqueue,
+            external_url=external_url,
+        )
         self.outbox = Outbox(self.store, {}, clock=clock, rng=rng)
         self.am = AlertmanagerSender([])
         self._scheduler: Any = None
+        self._background: set[asyncio.Task[Any]] = set()
         self._started = False
         self._lock = asyncio.Lock()
         self.config = config
@@ -128,6 +146,13 @@ class AlertingService:
         self.am = AlertmanagerSender(config.alerting.alertmanagers, external_labels=config.alerting.external_labels)
         if self._scheduler is not None:
             self._schedule()
+            # Alerts of rules the new config no longer has end now, with a resolved event.
+            keys, now = self.rules.rule_keys(), self.clock()
+            task = asyncio.get_running_loop().create_task(
+                self.store.call(lambda c: store.drop_alerts_except(c, keys, now))
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self, scheduler: Any) -> None:
@@ -157,8 +182,9 @@ class AlertingService:
         for key, rt in self.rules.groups.items():
             job_id = f"rules:{key}"
             wanted.add(job_id)
-            sch.add_job(self._evaluate_job, "interval", seconds=rt.group.interval_ms / 1000, id=job_id,
-                        args=[key], **common)
+            sch.add_job(
+                self._evaluate_job, "interval", seconds=rt.group.interval_ms / 1000, id=job_id, args=[key], **common
+            )
         for job in list(sch.get_jobs()):
             if job.id.startswith("rules:") and job.id not in wanted:
                 job.remove()
@@ -167,7 +193,7 @@ class AlertingService:
     async def _evaluate_job(self, key: str) -> None:
         try:
             await self.evaluate(key)
-        except Exception:  # noqa: BLE001 - logged; the next evaluation retries
+        except Exception:
             log.exception("evaluating rule group %s failed", key)
 
     # ---------------------------------------------------------------- work
@@ -185,7 +211,7 @@ class AlertingService:
             try:
                 await self.router.flush(now)
                 await self.outbox.deliver_due(now)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("notification delivery pass failed")
 
     async def _append(self, samples: list[Sample]) -> None:
@@ -233,8 +259,11 @@ class AlertingService:
         now = self.clock()
         payload = make_test_payload(name, now, self.external_url)
         key = payload["mlwatch"]["idempotencyKey"]
-        await self.store.call(lambda c: store.enqueue(
-            c, [(key, name, "test", payload, now, now + self.config.alerting.outbox_expiry / 1000)]))
+        await self.store.call(
+            lambda c: store.enqueue(
+                c, [(key, name, "test", payload, now, now + self.config.alerting.outbox_expiry / 1000)]
+            )
+        )
         await self.outbox.deliver_due(now)
         rows = await self.store.call(lambda c: store.load_notifications(c, now - 1))
         row = next(r for r in rows if r.key == key)

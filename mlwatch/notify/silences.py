@@ -43,7 +43,7 @@ class LabelMatcher:
         return f'{self.name}{op}"{v}"'
 
 
-_MATCHER_RE = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$', re.DOTALL)
+_MATCHER_RE = re.compile(r"^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
 
 
 def parse_matcher(text: str) -> LabelMatcher:
@@ -87,19 +87,41 @@ class Silence:
     def api(self, now: float) -> dict[str, Any]:
         """Alertmanager's ``gettableSilence``."""
         return {
-            "id": self.id, "status": {"state": self.state(now)}, "updatedAt": rfc3339(self.updated_at),
-            "matchers": [m.api() for m in self.matchers], "startsAt": rfc3339(self.starts_at),
-            "endsAt": rfc3339(self.ends_at), "createdBy": self.created_by, "comment": self.comment,
+            "id": self.id,
+            "status": {"state": self.state(now)},
+            "updatedAt": rfc3339(self.updated_at),
+            "matchers": [m.api() for m in self.matchers],
+            "startsAt": rfc3339(self.starts_at),
+            "endsAt": rfc3339(self.ends_at),
+            "createdBy": self.created_by,
+            "comment": self.comment,
         }
 
     def row(self) -> SilenceRow:
-        return SilenceRow(self.id, [m.api() for m in self.matchers], self.starts_at, self.ends_at, self.created_by,
-                          self.comment, self.updated_at)
+        return SilenceRow(
+            self.id,
+            [m.api() for m in self.matchers],
+            self.starts_at,
+            self.ends_at,
+            self.created_by,
+            self.comment,
+            self.updated_at,
+        )
 
     @classmethod
     def from_row(cls, r: SilenceRow) -> Silence:
-        return cls(r.id, tuple(LabelMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
-                               for m in r.matchers), r.starts_at, r.ends_at, r.created_by, r.comment, r.updated_at)
+        return cls(
+            r.id,
+            tuple(
+                LabelMatcher(m["name"], m["value"], bool(m.get("isRegex")), bool(m.get("isEqual", True)))
+                for m in r.matchers
+            ),
+            r.starts_at,
+            r.ends_at,
+            r.created_by,
+            r.comment,
+            r.updated_at,
+        )
 
 
 def rfc3339(ts: float) -> str:
@@ -108,7 +130,7 @@ def rfc3339(ts: float) -> str:
 
 def parse_rfc3339(text: str) -> float:
     try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return dt.datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise SilenceError(f"invalid time {text!r} (expected RFC 3339)") from None
 
@@ -124,8 +146,9 @@ def silence_from_api(body: Any, now: float) -> Silence:
     for i, m in enumerate(raw):
         if not isinstance(m, Mapping) or not isinstance(m.get("name"), str) or not isinstance(m.get("value"), str):
             raise SilenceError(f"matchers[{i}]: expected {{name, value, isRegex}}")
-        matchers.append(make_matcher(m["name"], m["value"], bool(m.get("isRegex", False)),
-                                     bool(m.get("isEqual", True))))
+        matchers.append(
+            make_matcher(m["name"], m["value"], bool(m.get("isRegex", False)), bool(m.get("isEqual", True)))
+        )
     if all(m.matches({}) for m in matchers):
         raise SilenceError("at least one matcher must not match the empty string (a silence would mute everything)")
     starts = parse_rfc3339(body["startsAt"]) if body.get("startsAt") else now
@@ -137,8 +160,15 @@ def silence_from_api(body: Any, now: float) -> Silence:
     if ends <= now:
         raise SilenceError("endsAt is in the past")
     sid = str(body.get("id") or uuid.uuid4())
-    return Silence(sid, tuple(matchers), max(starts, now) if not body.get("startsAt") else starts, ends,
-                   str(body.get("createdBy", "")), str(body.get("comment", "")), now)
+    return Silence(
+        sid,
+        tuple(matchers),
+        max(starts, now) if not body.get("startsAt") else starts,
+        ends,
+        str(body.get("createdBy", "")),
+        str(body.get("comment", "")),
+        now,
+    )
 
 
 def muted_by(labels: Mapping[str, str], silences: Sequence[Silence], now: float) -> list[str]:
@@ -149,5 +179,6 @@ def muted_by(labels: Mapping[str, str], silences: Sequence[Silence], now: float)
 def silence_command(labels: Mapping[str, str], keys: Sequence[str] = ("alertname",)) -> str:
     """A ready-to-paste ``mlwatch silence add`` for an alert."""
     parts = [str(LabelMatcher(k, labels[k])) for k in keys if k in labels] or [
-        str(LabelMatcher(k, v)) for k, v in sorted(labels.items())]
+        str(LabelMatcher(k, v)) for k, v in sorted(labels.items())
+    ]
     return "mlwatch silence add " + " ".join(f"'{p}'" for p in parts) + " --duration 2h --comment '...'"

@@ -71,8 +71,16 @@ def _render(text: str, labels: Mapping[str, str], value: float, ext: Mapping[str
 class RuleManager:
     """Evaluates rule groups and keeps the alert state of each rule."""
 
-    def __init__(self, query: QueryFunc, append: AppendFunc, store: AlertStateStore, notify: NotifyFunc,
-                 *, clock: Callable[[], float], external_labels: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        query: QueryFunc,
+        append: AppendFunc,
+        store: AlertStateStore,
+        notify: NotifyFunc,
+        *,
+        clock: Callable[[], float],
+        external_labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.query = query
         self.append = append
         self.store = store
@@ -114,15 +122,33 @@ class RuleManager:
                 continue
             alerts = rt.alerts.setdefault(r.name, {})
             for row in self._restored.pop(rule_key(rt.group, r.name), []):
-                alerts.setdefault(row.fingerprint, Alert(
-                    rule_key(rt.group, r.name), row.labels, row.annotations, AlertState(row.state), row.value,
-                    row.active_at, row.fired_at, None, row.last_seen, row.last_eval, row.resolving_since,
-                    row.last_sent_am, {k: v for k, v in row.labels.items() if k != "alertname"}, r.condition,
-                ))
+                alerts.setdefault(
+                    row.fingerprint,
+                    Alert(
+                        rule_key(rt.group, r.name),
+                        row.labels,
+                        row.annotations,
+                        AlertState(row.state),
+                        row.value,
+                        row.active_at,
+                        row.fired_at,
+                        None,
+                        row.last_seen,
+                        row.last_eval,
+                        row.resolving_since,
+                        row.last_sent_am,
+                        {k: v for k, v in row.labels.items() if k != "alertname"},
+                        r.condition,
+                    ),
+                )
 
     def rule_keys(self) -> list[str]:
-        return [rule_key(rt.group, r.name) for rt in self.groups.values() for r in rt.group.rules
-                if isinstance(r, AlertingRule)]
+        return [
+            rule_key(rt.group, r.name)
+            for rt in self.groups.values()
+            for r in rt.group.rules
+            if isinstance(r, AlertingRule)
+        ]
 
     # ---------------------------------------------------------------- evaluation
     async def evaluate_all(self, t: float | None = None) -> None:
@@ -134,7 +160,7 @@ class RuleManager:
         rt = self.groups[key]
         t = self.clock() if t is None else t
         started = self.clock()
-        t_ms = int(round(t * 1000))
+        t_ms = round(t * 1000)
         samples: list[Sample] = []
         series_now: set[SeriesKey] = set()
         upserts: list[AlertRow] = []
@@ -175,14 +201,22 @@ class RuleManager:
         if samples:
             await self.append(samples)
         ev_rows = [
-            EventRow(e.ts, e.alert.fingerprint, e.alert.name, e.event.value, dict(e.alert.labels),
-                     dict(e.alert.annotations), e.alert.value, e.alert.active_at, e.alert.condition)
+            EventRow(
+                e.ts,
+                e.alert.fingerprint,
+                e.alert.name,
+                e.event.value,
+                dict(e.alert.labels),
+                dict(e.alert.annotations),
+                e.alert.value,
+                e.alert.active_at,
+                e.alert.condition,
+            )
             for e in events
         ]
         if upserts or deletes or ev_rows:
             await self.store.save(upserts, deletes, ev_rows)
-        active = [a for rule_alerts in rt.alerts.values() for a in rule_alerts.values()
-                  if a.state is AlertState.FIRING]
+        active = [a for rule_alerts in rt.alerts.values() for a in rule_alerts.values() if a.state is AlertState.FIRING]
         await self.notify(active + rt.resolved, t)
 
     async def _query(self, expr: str, t: float) -> Vector:
@@ -197,7 +231,7 @@ class RuleManager:
             d.update(rule.labels)
             key = SeriesKey.of(rule.name, d)
             if key in keys:
-                raise ValueError(f"vector contains metrics with the same labelset after applying rule labels")
+                raise ValueError("vector contains metrics with the same labelset after applying rule labels")
             keys.add(key)
             out.append(Sample(key, t_ms, float(value)))
         return keys
@@ -209,8 +243,17 @@ class RuleManager:
         out.append(Sample(for_state, t_ms, float(a.active_at)))
         return {alerts_key, for_state}
 
-    def _alerting(self, rt: GroupRuntime, rule: AlertingRule, vector: Vector, resolve: Vector | None, t: float,
-                  events: list[Transition], upserts: list[AlertRow], deletes: list[tuple[str, str]]) -> None:
+    def _alerting(
+        self,
+        rt: GroupRuntime,
+        rule: AlertingRule,
+        vector: Vector,
+        resolve: Vector | None,
+        t: float,
+        events: list[Transition],
+        upserts: list[AlertRow],
+        deletes: list[tuple[str, str]],
+    ) -> None:
         alerts = rt.alerts.setdefault(rule.name, {})
         rkey = rule_key(rt.group, rule.name)
         seen: set[str] = set()
@@ -230,8 +273,18 @@ class RuleManager:
             seen.add(fp)
             a = alerts.get(fp)
             if a is None:
-                a = Alert(rkey, lab, ann, AlertState.PENDING, value, t, last_seen=t, last_eval=t, source_labels=src,
-                          condition=rule.condition)
+                a = Alert(
+                    rkey,
+                    lab,
+                    ann,
+                    AlertState.PENDING,
+                    value,
+                    t,
+                    last_seen=t,
+                    last_eval=t,
+                    source_labels=src,
+                    condition=rule.condition,
+                )
                 alerts[fp] = a
                 if rule.for_ms <= 0:
                     a.state, a.fired_at = AlertState.FIRING, t
@@ -257,9 +310,22 @@ class RuleManager:
             else:
                 changed.append(a)
         for a in changed:
-            upserts.append(AlertRow(rkey, a.fingerprint, a.labels, a.annotations, a.state.value, a.value,
-                                    a.active_at, a.fired_at, a.last_seen, a.last_eval, a.resolving_since,
-                                    a.last_sent_am))
+            upserts.append(
+                AlertRow(
+                    rkey,
+                    a.fingerprint,
+                    a.labels,
+                    a.annotations,
+                    a.state.value,
+                    a.value,
+                    a.active_at,
+                    a.fired_at,
+                    a.last_seen,
+                    a.last_eval,
+                    a.resolving_since,
+                    a.last_sent_am,
+                )
+            )
 
     # ---------------------------------------------------------------- views
     def active_alerts(self) -> list[Alert]:
@@ -276,19 +342,28 @@ class RuleManager:
             rules = []
             for r in g.rules:
                 h = rt.health.get(r.name, RuleHealth())
-                item: dict[str, Any] = {"name": r.name, "query": r.expr, "labels": dict(r.labels),
-                                        "health": h.health, "lastError": h.last_error,
-                                        "evaluationTime": h.evaluation_seconds,
-                                        "lastEvaluation": iso(h.last_evaluation) if h.last_evaluation else
-                                        "0001-01-01T00:00:00Z"}
+                item: dict[str, Any] = {
+                    "name": r.name,
+                    "query": r.expr,
+                    "labels": dict(r.labels),
+                    "health": h.health,
+                    "lastError": h.last_error,
+                    "evaluationTime": h.evaluation_seconds,
+                    "lastEvaluation": iso(h.last_evaluation) if h.last_evaluation else "0001-01-01T00:00:00Z",
+                }
                 if isinstance(r, AlertingRule):
                     alerts = [a.api_dict() for a in rt.alerts.get(r.name, {}).values()]
                     states = {a["state"] for a in alerts}
-                    item.update({
-                        "state": "firing" if "firing" in states else "pending" if states else "inactive",
-                        "duration": r.for_ms / 1000, "keepFiringFor": r.keep_firing_for_ms / 1000,
-                        "annotations": dict(r.annotations), "alerts": alerts, "type": "alerting",
-                    })
+                    item.update(
+                        {
+                            "state": "firing" if "firing" in states else "pending" if states else "inactive",
+                            "duration": r.for_ms / 1000,
+                            "keepFiringFor": r.keep_firing_for_ms / 1000,
+                            "annotations": dict(r.annotations),
+                            "alerts": alerts,
+                            "type": "alerting",
+                        }
+                    )
                     if r.resolve_expr:
                         item["resolveQuery"] = r.resolve_expr
                     if r.shorthand:
@@ -296,17 +371,38 @@ class RuleManager:
                 else:
                     item["type"] = "recording"
                 rules.append(item)
-            groups.append({"name": g.name, "file": g.file, "rules": rules, "interval": g.interval_ms / 1000,
-                           "limit": 0, "evaluationTime": rt.evaluation_seconds,
-                           "lastEvaluation": iso(rt.last_evaluation) if rt.last_evaluation else
-                           "0001-01-01T00:00:00Z", "intervalText": format_duration_ms(g.interval_ms)})
+            groups.append(
+                {
+                    "name": g.name,
+                    "file": g.file,
+                    "rules": rules,
+                    "interval": g.interval_ms / 1000,
+                    "limit": 0,
+                    "evaluationTime": rt.evaluation_seconds,
+                    "lastEvaluation": iso(rt.last_evaluation) if rt.last_evaluation else "0001-01-01T00:00:00Z",
+                    "intervalText": format_duration_ms(g.interval_ms),
+                }
+            )
         return {"groups": groups}
 
 
 def _copy(a: Alert) -> Alert:
-    return Alert(a.rule_key, dict(a.labels), dict(a.annotations), a.state, a.value, a.active_at, a.fired_at,
-                 a.resolved_at, a.last_seen, a.last_eval, a.resolving_since, a.last_sent_am, dict(a.source_labels),
-                 a.condition)
+    return Alert(
+        a.rule_key,
+        dict(a.labels),
+        dict(a.annotations),
+        a.state,
+        a.value,
+        a.active_at,
+        a.fired_at,
+        a.resolved_at,
+        a.last_seen,
+        a.last_eval,
+        a.resolving_since,
+        a.last_sent_am,
+        dict(a.source_labels),
+        a.condition,
+    )
 
 
 def _resolve_matches(source_labels: Mapping[str, str], resolve: Vector) -> bool:

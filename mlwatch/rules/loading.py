@@ -64,9 +64,16 @@ def make_rule(cfg: RuleConfig) -> Rule:
     compiled = compile_rule(cfg)
     short = next((k for k in ("threshold", "drop", "absent") if getattr(cfg, k) is not None), None)
     return AlertingRule(
-        name=cfg.alert, expr=compiled.expr, for_ms=compiled.for_ms, keep_firing_for_ms=cfg.keep_firing_for,
-        resolve_expr=cfg.resolve_expr, labels=dict(cfg.labels), annotations=dict(cfg.annotations),
-        condition=compiled.condition, shorthand=short,
+        name=cfg.alert,
+        expr=compiled.expr,
+        for_ms=compiled.for_ms,
+        keep_firing_for_ms=cfg.keep_firing_for,
+        resolve_expr=cfg.resolve_expr,
+        labels=dict(cfg.labels),
+        annotations=dict(cfg.annotations),
+        # A shorthand explains itself and shows what it compiled to; a plain rule is its expression.
+        condition=f"{compiled.condition} (PromQL: {compiled.expr})" if short else compiled.condition,
+        shorthand=short,
     )
 
 
@@ -98,8 +105,10 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def read_rule_file(path: str | os.PathLike[str], shown: str | None = None,
-                   ) -> tuple[RuleFileConfig | None, list[ConfigProblem]]:
+def read_rule_file(
+    path: str | os.PathLike[str],
+    shown: str | None = None,
+) -> tuple[RuleFileConfig | None, list[ConfigProblem]]:
     """Parse and validate one Prometheus rule file; problems carry its name (``shown``) and the line."""
     name = shown or str(path)
     try:
@@ -166,23 +175,37 @@ def _staleness_rules(config: Any) -> list[Rule]:
     for src in config.sources:
         job = (src.labels or {}).get("job", src.name).replace("\\", "\\\\").replace('"', '\\"')
         if src.type == "log":
-            expr = (f'(max_over_time(scrape_samples_scraped{{job="{job}"}}[{d}]) == 0)'
-                    f' or absent_over_time(up{{job="{job}"}}[{d}])')
+            expr = (
+                f'(max_over_time(scrape_samples_scraped{{job="{job}"}}[{d}]) == 0)'
+                f' or absent_over_time(up{{job="{job}"}}[{d}])'
+            )
             cond = f"no new line read from source {src.name} for {d}"
         else:
             expr = f'(max_over_time(up{{job="{job}"}}[{d}]) == 0) or absent_over_time(up{{job="{job}"}}[{d}])'
             cond = f"no successful collection from source {src.name} for {d}"
-        rules.append(AlertingRule(
-            "SourceStale", expr, 0, labels={**st.labels, "source": src.name},
-            annotations={"summary": f"source {src.name} is stale: {cond}"}, condition=cond,
-        ))
+        rules.append(
+            AlertingRule(
+                "SourceStale",
+                expr,
+                0,
+                labels={**st.labels, "source": src.name},
+                annotations={"summary": f"source {src.name} is stale: {cond}"},
+                condition=cond,
+            )
+        )
     if st.enabled and config.push is not None:
-        rules.append(AlertingRule(
-            "PushGroupStale", f"time() - push_time_seconds > {st.after / 1000:g}", 0,
-            labels=dict(st.labels),
-            annotations={"summary": "push group {{ $labels.job }} has not been pushed for {{ $value | humanizeDuration }}"},
-            condition=f"no push to the group for {d}",
-        ))
+        rules.append(
+            AlertingRule(
+                "PushGroupStale",
+                f"time() - push_time_seconds > {st.after / 1000:g}",
+                0,
+                labels=dict(st.labels),
+                annotations={
+                    "summary": "push group {{ $labels.job }} has not been pushed for {{ $value | humanizeDuration }}"
+                },
+                condition=f"no push to the group for {d}",
+            )
+        )
     return rules
 
 
@@ -202,11 +225,18 @@ def build_groups(config: Any, base_dir: str | Path | None = None) -> tuple[list[
         groups.append(RuleGroup("rules", INLINE_GROUP, interval, tuple(make_rule(r) for r in config.rules)))
     builtin = _staleness_rules(config)
     if config.alerting.watchdog:
-        builtin.append(AlertingRule(
-            "Watchdog", "vector(1)", 0, labels={"severity": "none"},
-            annotations={"summary": "always firing: mlwatch's alerting pipeline works. Route it to a dead man's switch."},
-            condition="always",
-        ))
+        builtin.append(
+            AlertingRule(
+                "Watchdog",
+                "vector(1)",
+                0,
+                labels={"severity": "none"},
+                annotations={
+                    "summary": "always firing: mlwatch's alerting pipeline works. Route it to a dead man's switch."
+                },
+                condition="always",
+            )
+        )
     if builtin:
         groups.append(RuleGroup("builtin", BUILTIN_GROUP, interval, tuple(builtin)))
     return groups, problems

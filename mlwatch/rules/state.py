@@ -90,8 +90,9 @@ class Transition:
     alert: Alert
 
 
-def step_present(alert: Alert, value: float, labels: dict[str, str], annotations: dict[str, str], t: float,
-                 for_s: float) -> AlertState | None:
+def step_present(
+    alert: Alert, value: float, labels: dict[str, str], annotations: dict[str, str], t: float, for_s: float
+) -> AlertState | None:
     """The condition holds at ``t``: update ``alert``; return the new state if it changed."""
     alert.value = value
     alert.annotations = annotations

@@ -45,7 +45,7 @@ def go_float(v: float) -> str:
     r = repr(v)
     if "e" in r and 1e16 <= abs(v) < 1e21:  # Python switches to an exponent at 1e16, Go only at 1e21
         return format(v, "f").rstrip("0").rstrip(".")
-    return r[:-2] if r.endswith(".0") else r
+    return r.removesuffix(".0")
 
 
 def _g4(v: float) -> str:
@@ -436,8 +436,9 @@ class Template:
     source: str
     nodes: tuple[Any, ...]
 
-    def render(self, labels: Mapping[str, str], value: float = math.nan,
-               external_labels: Mapping[str, str] | None = None) -> str:
+    def render(
+        self, labels: Mapping[str, str], value: float = math.nan, external_labels: Mapping[str, str] | None = None
+    ) -> str:
         data = {"labels": dict(labels), "value": value, "externalLabels": dict(external_labels or {})}
         root = {"Labels": data["labels"], "Value": value, "ExternalLabels": data["externalLabels"]}
         out: list[str] = []
@@ -532,8 +533,9 @@ def check_template(text: str) -> str | None:
     return None
 
 
-def render_template(text: str, labels: Mapping[str, str], value: float = math.nan,
-                    external_labels: Mapping[str, str] | None = None) -> str:
+def render_template(
+    text: str, labels: Mapping[str, str], value: float = math.nan, external_labels: Mapping[str, str] | None = None
+) -> str:
     return parse_template(text).render(labels, value, external_labels)
 
 

@@ -61,8 +61,9 @@ class AlertingApi:
             since = float(request.query.get("since", "0"))
             limit = int(request.query.get("limit", "10000"))
         except ValueError:
-            return web.json_response({"status": "error", "errorType": "bad_data",
-                                      "error": "since and limit must be numbers"}, status=400)
+            return web.json_response(
+                {"status": "error", "errorType": "bad_data", "error": "since and limit must be numbers"}, status=400
+            )
         events = await self.service.history(since, limit)
         return _ok([event_dict(e) for e in events])
 
@@ -79,8 +80,9 @@ class AlertingApi:
         try:
             outcome = await self.service.notify_test(name)
         except KeyError:
-            return web.json_response({"status": "error", "errorType": "not_found",
-                                      "error": f"no notifier named {name!r}"}, status=404)
+            return web.json_response(
+                {"status": "error", "errorType": "not_found", "error": f"no notifier named {name!r}"}, status=404
+            )
         return _ok({"notifier": name, "outcome": outcome})
 
     # ------------------------------------------------------------ Alertmanager silences
@@ -122,9 +124,15 @@ def event_dict(e: alertstore.EventRow) -> dict[str, Any]:
     from mlwatch.rules.templates import go_float
 
     out: dict[str, Any] = {
-        "labels": e.labels, "annotations": e.annotations,
-        "state": e.event, "activeAt": iso(e.active_at), "value": go_float(e.value),
-        "event": e.event, "time": iso(e.ts), "fingerprint": e.fingerprint, "condition": e.condition,
+        "labels": e.labels,
+        "annotations": e.annotations,
+        "state": e.event,
+        "activeAt": iso(e.active_at),
+        "value": go_float(e.value),
+        "event": e.event,
+        "time": iso(e.ts),
+        "fingerprint": e.fingerprint,
+        "condition": e.condition,
     }
     if e.event == "resolved":
         out["resolvedAt"] = iso(e.ts)
@@ -135,9 +143,15 @@ def notification_dict(n: alertstore.NotificationRow) -> dict[str, Any]:
     from mlwatch.rules.state import iso
 
     return {
-        "id": n.id, "key": n.key, "notifier": n.notifier, "status": n.status, "createdAt": iso(n.created_at),
-        "attempts": n.attempts, "lastError": n.last_error,
+        "id": n.id,
+        "key": n.key,
+        "notifier": n.notifier,
+        "status": n.status,
+        "createdAt": iso(n.created_at),
+        "attempts": n.attempts,
+        "lastError": n.last_error,
         "deliveredAt": iso(n.delivered_at) if n.delivered_at else None,
         "nextAttemptAt": iso(n.next_attempt_at) if n.status == "pending" else None,
-        "subject": n.payload.get("mlwatch", {}).get("subject", ""), "payloadStatus": n.payload.get("status"),
+        "subject": n.payload.get("mlwatch", {}).get("subject", ""),
+        "payloadStatus": n.payload.get("status"),
     }

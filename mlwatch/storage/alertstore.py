@@ -80,25 +80,58 @@ class EventRow:
     id: int = 0
 
 
-_ALERT_COLS = ("rule_key, fingerprint, labels, annotations, state, value, active_at, fired_at, last_seen, "
-               "last_eval, resolving_since, last_sent_am")
+_ALERT_COLS = (
+    "rule_key, fingerprint, labels, annotations, state, value, active_at, fired_at, last_seen, "
+    "last_eval, resolving_since, last_sent_am"
+)
 
 
-def save_alerts(conn: sqlite3.Connection, upserts: Sequence[AlertRow], deletes: Sequence[tuple[str, str]],
-                events: Sequence[EventRow]) -> None:
+def save_alerts(
+    conn: sqlite3.Connection,
+    upserts: Sequence[AlertRow],
+    deletes: Sequence[tuple[str, str]],
+    events: Sequence[EventRow],
+) -> None:
     """One evaluation's changes, in one transaction."""
     with _tx(conn):
         conn.executemany(
             f"INSERT OR REPLACE INTO alerts ({_ALERT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(a.rule_key, a.fingerprint, _j(a.labels), _j(a.annotations), a.state, a.value, a.active_at,
-              a.fired_at, a.last_seen, a.last_eval, a.resolving_since, a.last_sent_am) for a in upserts],
+            [
+                (
+                    a.rule_key,
+                    a.fingerprint,
+                    _j(a.labels),
+                    _j(a.annotations),
+                    a.state,
+                    a.value,
+                    a.active_at,
+                    a.fired_at,
+                    a.last_seen,
+                    a.last_eval,
+                    a.resolving_since,
+                    a.last_sent_am,
+                )
+                for a in upserts
+            ],
         )
         conn.executemany("DELETE FROM alerts WHERE rule_key = ? AND fingerprint = ?", list(deletes))
         conn.executemany(
             "INSERT INTO alert_events (ts, fingerprint, alertname, event, labels, annotations, value, active_at, "
             "condition) VALUES (?,?,?,?,?,?,?,?,?)",
-            [(e.ts, e.fingerprint, e.alertname, e.event, _j(e.labels), _j(e.annotations), e.value, e.active_at,
-              e.condition) for e in events],
+            [
+                (
+                    e.ts,
+                    e.fingerprint,
+                    e.alertname,
+                    e.event,
+                    _j(e.labels),
+                    _j(e.annotations),
+                    e.value,
+                    e.active_at,
+                    e.condition,
+                )
+                for e in events
+            ],
         )
 
 
@@ -106,8 +139,20 @@ def drop_alerts_except(conn: sqlite3.Connection, rule_keys: Sequence[str], now: 
     """Resolve the stored alerts of rules that no longer exist (after a reload); returns their events."""
     keep = set(rule_keys)
     gone = [a for a in load_alerts(conn) if a.rule_key not in keep]
-    events = [EventRow(now, a.fingerprint, a.labels.get("alertname", ""), "resolved", a.labels, a.annotations,
-                       a.value, a.active_at, "rule removed") for a in gone]
+    events = [
+        EventRow(
+            now,
+            a.fingerprint,
+            a.labels.get("alertname", ""),
+            "resolved",
+            a.labels,
+            a.annotations,
+            a.value,
+            a.active_at,
+            "rule removed",
+        )
+        for a in gone
+    ]
     save_alerts(conn, [], [(a.rule_key, a.fingerprint) for a in gone], events)
     return events
 
@@ -117,11 +162,14 @@ def load_alerts(conn: sqlite3.Connection) -> list[AlertRow]:
     return [AlertRow(r[0], r[1], json.loads(r[2]), json.loads(r[3]), *r[4:]) for r in rows]
 
 
-def load_events(conn: sqlite3.Connection, since: float = 0.0, limit: int = 10_000,
-                fingerprint: str | None = None) -> list[EventRow]:
+def load_events(
+    conn: sqlite3.Connection, since: float = 0.0, limit: int = 10_000, fingerprint: str | None = None
+) -> list[EventRow]:
     """The alert history since ``since`` (newest last)."""
-    sql = ("SELECT ts, fingerprint, alertname, event, labels, annotations, value, active_at, condition, id "
-           "FROM alert_events WHERE ts >= ?")
+    sql = (
+        "SELECT ts, fingerprint, alertname, event, labels, annotations, value, active_at, condition, id "
+        "FROM alert_events WHERE ts >= ?"
+    )
     args: list[Any] = [since]
     if fingerprint is not None:
         sql += " AND fingerprint = ?"
@@ -158,14 +206,16 @@ def put_silence(conn: sqlite3.Connection, s: SilenceRow) -> None:
 def expire_silence(conn: sqlite3.Connection, silence_id: str, now: float) -> bool:
     """End a silence now; False if there is none with this id or it already ended."""
     with _tx(conn):
-        cur = conn.execute("UPDATE silences SET ends_at = ?, updated_at = ? WHERE id = ? AND ends_at > ?",
-                           (now, now, silence_id, now))
+        cur = conn.execute(
+            "UPDATE silences SET ends_at = ?, updated_at = ? WHERE id = ? AND ends_at > ?", (now, now, silence_id, now)
+        )
         return cur.rowcount > 0
 
 
 def load_silences(conn: sqlite3.Connection) -> list[SilenceRow]:
-    rows = conn.execute("SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at FROM silences "
-                        "ORDER BY starts_at, id").fetchall()
+    rows = conn.execute(
+        "SELECT id, matchers, starts_at, ends_at, created_by, comment, updated_at FROM silences ORDER BY starts_at, id"
+    ).fetchall()
     return [SilenceRow(r[0], json.loads(r[1]), *r[2:]) for r in rows]
 
 
@@ -193,16 +243,21 @@ class NotificationRow:
     delivered_at: float | None
 
 
-_N_COLS = ("id, key, notifier, group_key, payload, status, created_at, next_attempt_at, expires_at, attempts, "
-           "last_error, delivered_at")
+_N_COLS = (
+    "id, key, notifier, group_key, payload, status, created_at, next_attempt_at, expires_at, attempts, "
+    "last_error, delivered_at"
+)
 
 
 def _nrow(r: Sequence[Any]) -> NotificationRow:
     return NotificationRow(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:])
 
 
-def enqueue(conn: sqlite3.Connection, items: Sequence[tuple[str, str, str, dict[str, Any], float, float]],
-            group_state: Sequence[tuple[str, float, str, list[str]]] = ()) -> int:
+def enqueue(
+    conn: sqlite3.Connection,
+    items: Sequence[tuple[str, str, str, dict[str, Any], float, float]],
+    group_state: Sequence[tuple[str, float, str, list[str]]] = (),
+) -> int:
     """Store notifications ``(key, notifier, group_key, payload, now, expires_at)`` before any is sent,
     together with the routing state that produced them; a key already stored is skipped."""
     with _tx(conn):
@@ -214,14 +269,19 @@ def enqueue(conn: sqlite3.Connection, items: Sequence[tuple[str, str, str, dict[
                 (key, notifier, group_key, _j(payload), now, now, expires),
             )
             n += cur.rowcount
-        conn.executemany("INSERT OR REPLACE INTO notify_groups (key, last_sent, last_hash, firing) VALUES (?,?,?,?)",
-                         [(k, t, h, _j(f)) for k, t, h, f in group_state])
+        conn.executemany(
+            "INSERT OR REPLACE INTO notify_groups (key, last_sent, last_hash, firing) VALUES (?,?,?,?)",
+            [(k, t, h, _j(f)) for k, t, h, f in group_state],
+        )
         return n
 
 
 def due_notifications(conn: sqlite3.Connection, now: float, limit: int = 100) -> list[NotificationRow]:
-    rows = conn.execute(f"SELECT {_N_COLS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? "
-                        "ORDER BY next_attempt_at, id LIMIT ?", (now, limit)).fetchall()
+    rows = conn.execute(
+        f"SELECT {_N_COLS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? "
+        "ORDER BY next_attempt_at, id LIMIT ?",
+        (now, limit),
+    ).fetchall()
     return [_nrow(r) for r in rows]
 
 
@@ -230,12 +290,22 @@ def next_due(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def record_attempt(conn: sqlite3.Connection, nid: int, ts: float, ok: bool, error: str, seconds: float,
-                   status: str, next_attempt_at: float) -> None:
+def record_attempt(
+    conn: sqlite3.Connection,
+    nid: int,
+    ts: float,
+    ok: bool,
+    error: str,
+    seconds: float,
+    status: str,
+    next_attempt_at: float,
+) -> None:
     """One delivery attempt: its outcome, and the notification's new status and next attempt time."""
     with _tx(conn):
-        conn.execute("INSERT INTO notification_attempts (notification_id, ts, ok, error, seconds) VALUES (?,?,?,?,?)",
-                     (nid, ts, int(ok), error, seconds))
+        conn.execute(
+            "INSERT INTO notification_attempts (notification_id, ts, ok, error, seconds) VALUES (?,?,?,?,?)",
+            (nid, ts, int(ok), error, seconds),
+        )
         conn.execute(
             "UPDATE notifications SET attempts = attempts + 1, status = ?, next_attempt_at = ?, last_error = ?, "
             "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
@@ -244,14 +314,16 @@ def record_attempt(conn: sqlite3.Connection, nid: int, ts: float, ok: bool, erro
 
 
 def load_notifications(conn: sqlite3.Connection, since: float = 0.0, limit: int = 1000) -> list[NotificationRow]:
-    rows = conn.execute(f"SELECT {_N_COLS} FROM notifications WHERE created_at >= ? ORDER BY id DESC LIMIT ?",
-                        (since, limit)).fetchall()
+    rows = conn.execute(
+        f"SELECT {_N_COLS} FROM notifications WHERE created_at >= ? ORDER BY id DESC LIMIT ?", (since, limit)
+    ).fetchall()
     return [_nrow(r) for r in reversed(rows)]
 
 
 def load_attempts(conn: sqlite3.Connection, nid: int) -> list[tuple[float, bool, str, float]]:
-    rows = conn.execute("SELECT ts, ok, error, seconds FROM notification_attempts WHERE notification_id = ? "
-                        "ORDER BY id", (nid,)).fetchall()
+    rows = conn.execute(
+        "SELECT ts, ok, error, seconds FROM notification_attempts WHERE notification_id = ? ORDER BY id", (nid,)
+    ).fetchall()
     return [(r[0], bool(r[1]), r[2], r[3]) for r in rows]
 
 

@@ -19,8 +19,10 @@ from tests.helpers import free_port, wait_http
 from tests.notify.conftest import Receiver
 
 AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(AM is None, reason="prometheus-alertmanager is not installed")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(AM is None, reason="prometheus-alertmanager is not installed"),
+]
 
 
 @pytest.fixture
@@ -41,9 +43,17 @@ receivers:
 """)
     port = free_port()
     proc = subprocess.Popen(
-        [str(AM), f"--config.file={cfg}", f"--storage.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            str(AM),
+            f"--config.file={cfg}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/-/ready", proc=proc)
@@ -60,8 +70,15 @@ receivers:
 
 
 def _alert(t: float, state: AlertState, model: str) -> Alert:
-    a = Alert("r", {"alertname": "AccuracyLow", "model": model, "severity": "critical"},
-              {"summary": f"accuracy of {model} is low"}, state, 0.8, t - 120, fired_at=t - 60)
+    a = Alert(
+        "r",
+        {"alertname": "AccuracyLow", "model": model, "severity": "critical"},
+        {"summary": f"accuracy of {model} is low"},
+        state,
+        0.8,
+        t - 120,
+        fired_at=t - 60,
+    )
     if state is AlertState.RESOLVED:
         a.resolved_at = t
     return a
@@ -69,8 +86,12 @@ def _alert(t: float, state: AlertState, model: str) -> Alert:
 
 def test_shape_of_posted_alerts() -> None:
     t = 1_700_000_000.0
-    body = am_alerts([_alert(t, AlertState.FIRING, "a"), _alert(t, AlertState.PENDING, "p"),
-                      _alert(t, AlertState.RESOLVED, "b")], t, 60.0, {"site": "lab", "model": "ignored"})
+    body = am_alerts(
+        [_alert(t, AlertState.FIRING, "a"), _alert(t, AlertState.PENDING, "p"), _alert(t, AlertState.RESOLVED, "b")],
+        t,
+        60.0,
+        {"site": "lab", "model": "ignored"},
+    )
     assert [b["labels"]["model"] for b in body] == ["a", "b"]  # pending alerts are not sent
     assert body[0]["labels"]["site"] == "lab"
     assert body[0]["startsAt"] == "2023-11-14T22:12:20.000Z"
@@ -83,8 +104,12 @@ async def test_real_alertmanager_receives_groups_and_resolves(alertmanager: str,
 
     sender = AlertmanagerSender([alertmanager], external_labels={"site": "lab"})
     now = time.time()
-    await sender.send([_alert(now, AlertState.FIRING, "a"), _alert(now, AlertState.FIRING, "b")], now, 60.0,
-                      "http://127.0.0.1:9091/graph")
+    await sender.send(
+        [_alert(now, AlertState.FIRING, "a"), _alert(now, AlertState.FIRING, "b")],
+        now,
+        60.0,
+        "http://127.0.0.1:9091/graph",
+    )
     assert sender.errors == 0 and sender.sent == 2
     got = (await asyncio.to_thread(requests.get, f"{alertmanager}/api/v2/alerts", timeout=5)).json()
     assert sorted(a["labels"]["model"] for a in got) == ["a", "b"]
@@ -96,8 +121,11 @@ async def test_real_alertmanager_receives_groups_and_resolves(alertmanager: str,
     # Every evaluation sends every active alert again; resolving one sends endsAt = resolution time.
     now = time.time()
     await sender.send([_alert(now, AlertState.FIRING, "a"), _alert(now, AlertState.RESOLVED, "b")], now, 60.0)
-    await _wait(lambda: any(any(x["status"] == "resolved" and x["labels"]["model"] == "b" for x in b["alerts"])
-                            for b in receiver.bodies))
+    await _wait(
+        lambda: any(
+            any(x["status"] == "resolved" and x["labels"]["model"] == "b" for x in b["alerts"]) for b in receiver.bodies
+        )
+    )
     got = (await asyncio.to_thread(requests.get, f"{alertmanager}/api/v2/alerts?active=true", timeout=5)).json()
     assert [a["labels"]["model"] for a in got if a["status"]["state"] == "active"] == ["a"]
 

@@ -19,7 +19,6 @@ from click.testing import CliRunner
 from mlwatch.commands.alerts import alerts_command
 from mlwatch.commands.notify import notify_group
 from mlwatch.commands.silence import silence_group
-from mlwatch.config import parse_config
 from mlwatch.notify.service import AlertingService
 from mlwatch.server.alerting_api import AlertingApi
 from mlwatch.storage.database import DaemonLock, make_engine, upgrade
@@ -55,8 +54,9 @@ class Daemonish:
         upgrade(make_engine(self.url_db))
         self.cfg_path = tmp_path / "mlwatch.yaml"
         self.port = free_port()
-        self.cfg_path.write_text(f"storage: {{url: '{self.url_db}'}}\nserver: {{listen: '127.0.0.1:{self.port}'}}\n"
-                                 + RULES + extra)
+        self.cfg_path.write_text(
+            f"storage: {{url: '{self.url_db}'}}\nserver: {{listen: '127.0.0.1:{self.port}'}}\n" + RULES + extra
+        )
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -127,8 +127,13 @@ def test_prometheus_alerts_and_rules_shapes(daemonish: Daemonish) -> None:
 
 
 def test_silences_api_is_alertmanager_shaped(daemonish: Daemonish) -> None:
-    post = {"matchers": [{"name": "alertname", "value": "AccuracyLow", "isRegex": False}],
-            "startsAt": "2020-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z", "createdBy": "me", "comment": "x"}
+    post = {
+        "matchers": [{"name": "alertname", "value": "AccuracyLow", "isRegex": False}],
+        "startsAt": "2020-01-01T00:00:00Z",
+        "endsAt": "2099-01-01T00:00:00Z",
+        "createdBy": "me",
+        "comment": "x",
+    }
     sid = requests.post(f"{daemonish.url}/api/v2/silences", json=post, timeout=5).json()["silenceID"]
     (s,) = requests.get(f"{daemonish.url}/api/v2/silences", timeout=5).json()
     assert s["id"] == sid and s["status"] == {"state": "active"} and s["matchers"][0]["isEqual"] is True
@@ -142,8 +147,20 @@ def test_silences_api_is_alertmanager_shaped(daemonish: Daemonish) -> None:
 def test_cli_goes_through_the_daemon_when_one_holds_the_db(daemonish: Daemonish) -> None:
     lock = DaemonLock.acquire(daemonish.db, f"127.0.0.1:{daemonish.port}")
     try:
-        res = run(silence_group, ["add", "alertname=AccuracyLow", 'model=~"m.*"', "--duration", "1h",
-                                  "--comment", "deploy", "-c", str(daemonish.cfg_path)])
+        res = run(
+            silence_group,
+            [
+                "add",
+                "alertname=AccuracyLow",
+                'model=~"m.*"',
+                "--duration",
+                "1h",
+                "--comment",
+                "deploy",
+                "-c",
+                str(daemonish.cfg_path),
+            ],
+        )
         assert res.exit_code == 0, res.output
         sid = res.output.strip()
         assert [s.id for s in daemonish.service.silences] == [sid]  # applied in the daemon at once
@@ -174,8 +191,11 @@ def test_cli_without_a_daemon(daemonish: Daemonish) -> None:
 
 
 def test_notify_test_command(tmp_path: Path) -> None:
-    d = Daemonish(tmp_path, "notifiers:\n  - {name: fail, type: exec, command: [/bin/false]}\n"
-                            "  - {name: ok, type: exec, command: [/bin/true]}\n").start()
+    d = Daemonish(
+        tmp_path,
+        "notifiers:\n  - {name: fail, type: exec, command: [/bin/false]}\n"
+        "  - {name: ok, type: exec, command: [/bin/true]}\n",
+    ).start()
     try:
         cfg = str(d.cfg_path)
         res = run(notify_group, ["test", "ok", "-c", cfg])

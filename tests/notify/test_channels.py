@@ -32,17 +32,31 @@ FIXTURES = Path(__file__).parents[1] / "config" / "fixtures"
 
 
 def payload(key: str = "idem-123") -> dict[str, Any]:
-    a = RoutedAlert("a" * 16, {"alertname": "AccuracyLow", "model": "m", "severity": "critical"},
-                    {"summary": "accuracy of m is 85%"}, 1_700_000_000.0, None, 0.85, "ai_model_accuracy < 0.9")
-    return build_payload(key=key, receiver="x", group_key="{}:g", group_labels={"alertname": "AccuracyLow"},
-                         firing=[a], resolved=[], external_url="http://127.0.0.1:9091")
+    a = RoutedAlert(
+        "a" * 16,
+        {"alertname": "AccuracyLow", "model": "m", "severity": "critical"},
+        {"summary": "accuracy of m is 85%"},
+        1_700_000_000.0,
+        None,
+        0.85,
+        "ai_model_accuracy < 0.9",
+    )
+    return build_payload(
+        key=key,
+        receiver="x",
+        group_key="{}:g",
+        group_labels={"alertname": "AccuracyLow"},
+        firing=[a],
+        resolved=[],
+        external_url="http://127.0.0.1:9091",
+    )
 
 
 class Sink:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         return "250 OK"
 
@@ -59,8 +73,15 @@ def smtp_sink() -> Any:
 
 async def test_email_plain_text_and_html(smtp_sink: Any) -> None:
     sink, port = smtp_sink
-    cfg = EmailNotifierConfig.model_validate({"name": "mail", "type": "email", "smtp": {"host": "127.0.0.1", "port": port},
-                                              "from": "mlwatch@example.com", "to": ["oncall@example.com"]})
+    cfg = EmailNotifierConfig.model_validate(
+        {
+            "name": "mail",
+            "type": "email",
+            "smtp": {"host": "127.0.0.1", "port": port},
+            "from": "mlwatch@example.com",
+            "to": ["oncall@example.com"],
+        }
+    )
     await make_channel(cfg).send(payload())
     ((frm, to, raw),) = sink.messages
     assert frm == "mlwatch@example.com" and to == ["oncall@example.com"]
@@ -84,15 +105,34 @@ async def test_email_starttls_and_auth() -> None:
         return AuthResult(success=data.login == b"u" and data.password == b"p")
 
     port = free_port()
-    ctl = Controller(sink, hostname="127.0.0.1", port=port, tls_context=server_ctx, require_starttls=True,
-                     authenticator=auth, auth_require_tls=True)
+    ctl = Controller(
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=server_ctx,
+        require_starttls=True,
+        authenticator=auth,
+        auth_require_tls=True,
+    )
     ctl.start()
     try:
         client_ctx = ssl.create_default_context(cafile=str(FIXTURES / "tls.crt"))
         client_ctx.check_hostname = False
         cfg = EmailNotifierConfig.model_validate(
-            {"name": "mail", "type": "email", "from": "a@example.com", "to": ["b@example.com"],
-             "smtp": {"host": "127.0.0.1", "port": port, "starttls": True, "timeout": "2s", "username_env": "U", "password_env": "P"}},
+            {
+                "name": "mail",
+                "type": "email",
+                "from": "a@example.com",
+                "to": ["b@example.com"],
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "starttls": True,
+                    "timeout": "2s",
+                    "username_env": "U",
+                    "password_env": "P",
+                },
+            },
         )
         await EmailNotifier(cfg, env={"U": "u", "P": "p"}, ssl_context=client_ctx).send(payload())
         assert len(sink.messages) == 1 and seen[0][1:] == (b"u", b"p")
@@ -103,8 +143,15 @@ async def test_email_starttls_and_auth() -> None:
 
 
 async def test_email_refused_is_a_notify_error() -> None:
-    cfg = EmailNotifierConfig.model_validate({"name": "mail", "type": "email", "from": "a@x", "to": ["b@x"],
-                                              "smtp": {"host": "127.0.0.1", "port": free_port(), "timeout": "2s"}})
+    cfg = EmailNotifierConfig.model_validate(
+        {
+            "name": "mail",
+            "type": "email",
+            "from": "a@x",
+            "to": ["b@x"],
+            "smtp": {"host": "127.0.0.1", "port": free_port(), "timeout": "2s"},
+        }
+    )
     with pytest.raises(NotifyError, match="email via 127.0.0.1"):
         await make_channel(cfg).send(payload())
 
@@ -144,7 +191,9 @@ async def test_exec_gets_json_on_stdin(tmp_path: Path) -> None:
 
 
 async def test_exec_failure_and_timeout(tmp_path: Path) -> None:
-    bad = ExecNotifierConfig(name="x", command=[sys.executable, "-c", "import sys; print('no backup', file=sys.stderr); sys.exit(3)"])
+    bad = ExecNotifierConfig(
+        name="x", command=[sys.executable, "-c", "import sys; print('no backup', file=sys.stderr); sys.exit(3)"]
+    )
     with pytest.raises(NotifyError, match="exited with 3: no backup"):
         await make_channel(bad).send(payload())
     slow = ExecNotifierConfig(name="x", command=[sys.executable, "-c", "import time; time.sleep(30)"], timeout=300)

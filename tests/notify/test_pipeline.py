@@ -3,6 +3,7 @@ webhook receiver on loopback; outages, retries with backoff, idempotency keys, r
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 from pathlib import Path
@@ -40,7 +41,7 @@ class Acc:
 
 
 def _db(writer: Writer) -> sqlite3.Connection:
-    url = str(writer._engine.url)  # noqa: SLF001
+    url = str(writer._engine.url)
     return alertstore.open_direct(url.removeprefix("sqlite:///"), readonly=True)
 
 
@@ -83,7 +84,8 @@ async def test_fire_notify_resolve(writer: Writer, clock: Clock, receiver: Recei
 
 
 async def test_receiver_outage_retries_with_backoff_without_duplicates(
-        writer: Writer, clock: Clock, receiver: Receiver) -> None:
+    writer: Writer, clock: Clock, receiver: Receiver
+) -> None:
     acc = Acc()
     acc.value = 0.5
     svc = AlertingService(_config(receiver.url), query=acc, writer=writer, clock=clock, rng=random.Random(7))
@@ -99,7 +101,7 @@ async def test_receiver_outage_retries_with_backoff_without_duplicates(
     attempts = alertstore.load_attempts(conn, n.id)
     assert [ok for _, ok, _, _ in attempts] == [False] * 4 + [True]
     assert "503" in attempts[0][2]
-    gaps = [b[0] - a[0] for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(attempts)]
     assert gaps == sorted(gaps) and gaps[-1] > gaps[0]  # backing off
 
 
@@ -117,8 +119,9 @@ async def test_undeliverable_notification_expires(writer: Writer, clock: Clock, 
     assert n.status == "expired" and n.attempts >= 2 and n.last_error
 
 
-async def test_restart_neither_refires_nor_renotifies(tmp_path: Path, engine: object, clock: Clock,
-                                                      receiver: Receiver) -> None:
+async def test_restart_neither_refires_nor_renotifies(
+    tmp_path: Path, engine: object, clock: Clock, receiver: Receiver
+) -> None:
     acc = Acc()
     acc.value = 0.5
     w = Writer(engine, clock=clock)  # type: ignore[arg-type]
@@ -167,3 +170,34 @@ async def test_notify_test(writer: Writer, clock: Clock, receiver: Receiver) -> 
     svc = AlertingService(_config(receiver.url), query=Acc(), writer=writer, clock=clock)
     assert await svc.notify_test("hook") == "delivered"
     assert receiver.bodies[0]["alerts"][0]["labels"]["alertname"] == "MlwatchTestNotification"
+
+
+async def test_reload_keeps_alerts_of_kept_rules_and_resolves_removed_ones(
+    writer: Writer, clock: Clock, receiver: Receiver
+) -> None:
+    import asyncio
+
+    acc = Acc()
+    acc.value = 0.5
+    svc = AlertingService(_config(receiver.url), query=acc, writer=writer, clock=clock)
+    jobs: list[str] = []
+
+    class Sched:
+        def add_job(self, *a: object, **k: object) -> None:
+            jobs.append(str(k["id"]))
+
+        def get_jobs(self) -> list:
+            return []
+
+    await svc.start(Sched())
+    await _run(svc, clock, 60)
+    assert "alerting-tick" in jobs and any(j.startswith("rules:") for j in jobs)
+    svc.reconfigure(_config(receiver.url))  # same rules: the alert stays, no new events
+    await asyncio.gather(*svc._background)
+    assert svc.active_alerts()[0].state.value == "firing"
+    svc.reconfigure(_config(receiver.url).model_copy(update={"rules": []}))
+    await asyncio.gather(*svc._background)
+    assert svc.active_alerts() == []
+    events = alertstore.load_events(_db(writer))
+    assert [e.event for e in events] == ["pending", "firing", "resolved"]
+    assert events[-1].condition == "rule removed"

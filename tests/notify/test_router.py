@@ -40,8 +40,14 @@ class Sent:
         self.states += states
 
     def take(self) -> list[tuple[str, str, list[str]]]:
-        out = [(i.notifier, i.payload["status"], [a["labels"].get("model", "") + ":" + a["status"]
-                                                  for a in i.payload["alerts"]]) for i in self.items]
+        out = [
+            (
+                i.notifier,
+                i.payload["status"],
+                [a["labels"].get("model", "") + ":" + a["status"] for a in i.payload["alerts"]],
+            )
+            for i in self.items
+        ]
         self.items = []
         return out
 
@@ -49,8 +55,13 @@ class Sent:
 def make(silences: list[Silence] | None = None) -> tuple[Router, Sent]:
     cfg = parse_config(CFG)
     sent = Sent()
-    r = Router(routes=cfg.routes, inhibit_rules=cfg.inhibit_rules, notifiers=cfg.notifiers,
-               silences=lambda: silences or [], enqueue=sent)
+    r = Router(
+        routes=cfg.routes,
+        inhibit_rules=cfg.inhibit_rules,
+        notifiers=cfg.notifiers,
+        silences=lambda: silences or [],
+        enqueue=sent,
+    )
     return r, sent
 
 
@@ -61,8 +72,13 @@ async def test_group_wait_group_interval_repeat_and_resolved() -> None:
     await r.flush(t)
     # Route 2 (group_wait 0s) sends at once; route 1 waits 30s.
     assert sent.take() == [("all", "firing", ["a:firing"])]
-    r.receive([alert("AccuracyLow", t + 10, severity="critical", model="a"),
-               alert("AccuracyLow", t + 10, severity="critical", model="b")], t + 10)
+    r.receive(
+        [
+            alert("AccuracyLow", t + 10, severity="critical", model="a"),
+            alert("AccuracyLow", t + 10, severity="critical", model="b"),
+        ],
+        t + 10,
+    )
     await r.flush(t + 10)
     assert sent.take() == []  # the new alert of an existing group waits for group_interval
     await r.flush(t + 30)
@@ -79,8 +95,13 @@ async def test_group_wait_group_interval_repeat_and_resolved() -> None:
     assert sent.take() == [("all", "firing", ["a:firing", "b:firing"])]
     # b resolves: groups tell it (not `quiet`, which has send_resolved: false).
     t2 = t + 4000
-    r.receive([alert("AccuracyLow", t2, severity="critical", model="a"),
-               alert("AccuracyLow", t2, AlertState.RESOLVED, severity="critical", model="b")], t2)
+    r.receive(
+        [
+            alert("AccuracyLow", t2, severity="critical", model="a"),
+            alert("AccuracyLow", t2, AlertState.RESOLVED, severity="critical", model="b"),
+        ],
+        t2,
+    )
     await r.flush(t2 + 300)
     got = sorted(sent.take())
     assert ("hook", "resolved", ["b:resolved"]) in got
@@ -92,8 +113,15 @@ async def test_silenced_and_inhibited_alerts_are_not_notified() -> None:
     sil = Silence("s1", (parse_matcher('model="a"'),), 0, 10**10)
     r, sent = make([sil])
     t = 1000.0
-    r.receive([alert("AccuracyLow", t, model="a"), alert("AccuracyLow", t, model="b"),
-               alert("ModelServerDown", t, model="b"), alert("AccuracyLow", t, model="c")], t)
+    r.receive(
+        [
+            alert("AccuracyLow", t, model="a"),
+            alert("AccuracyLow", t, model="b"),
+            alert("ModelServerDown", t, model="b"),
+            alert("AccuracyLow", t, model="c"),
+        ],
+        t,
+    )
     await r.flush(t)
     # a: silenced; b: inhibited by ModelServerDown{model=b}; c: notified.
     assert sent.take() == [("all", "firing", ["c:firing"])]
@@ -107,8 +135,14 @@ async def test_restart_does_not_renotify() -> None:
     assert len(sent.take()) == 1
     persisted = {k: (ls, h, f) for k, ls, h, f in sent.states}
     cfg = parse_config(CFG)
-    again = Router(routes=cfg.routes, inhibit_rules=cfg.inhibit_rules, notifiers=cfg.notifiers,
-                   silences=lambda: [], enqueue=sent, persisted=persisted)
+    again = Router(
+        routes=cfg.routes,
+        inhibit_rules=cfg.inhibit_rules,
+        notifiers=cfg.notifiers,
+        silences=list,
+        enqueue=sent,
+        persisted=persisted,
+    )
     again.receive([alert("AccuracyLow", t + 30, model="a")], t + 30)
     await again.flush(t + 30)
     assert sent.take() == []
@@ -117,13 +151,34 @@ async def test_restart_does_not_renotify() -> None:
 def test_payload_is_webhook_v4_and_explains_itself() -> None:
     from mlwatch.notify.message import RoutedAlert, build_payload
 
-    a = RoutedAlert("f" * 16, {"alertname": "AccuracyLow", "model": "m"}, {"summary": "low"}, 0.0, None, 0.85,
-                    "ai_model_accuracy < 0.9")
-    p = build_payload(key="k1", receiver="hook", group_key="{}:x", group_labels={"alertname": "AccuracyLow"},
-                      firing=[a], resolved=[], external_url="http://x")
+    a = RoutedAlert(
+        "f" * 16,
+        {"alertname": "AccuracyLow", "model": "m"},
+        {"summary": "low"},
+        0.0,
+        None,
+        0.85,
+        "ai_model_accuracy < 0.9",
+    )
+    p = build_payload(
+        key="k1",
+        receiver="hook",
+        group_key="{}:x",
+        group_labels={"alertname": "AccuracyLow"},
+        firing=[a],
+        resolved=[],
+        external_url="http://x",
+    )
     assert p["version"] == "4" and p["status"] == "firing" and p["receiver"] == "hook"
-    assert set(p) >= {"groupKey", "truncatedAlerts", "groupLabels", "commonLabels", "commonAnnotations",
-                      "externalURL", "alerts"}
+    assert set(p) >= {
+        "groupKey",
+        "truncatedAlerts",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    }
     assert p["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
     assert p["mlwatch"]["idempotencyKey"] == "k1"
     text = p["mlwatch"]["text"]

@@ -64,7 +64,7 @@ class Sink:
     def at(self, t: float) -> dict[str, float]:
         out = {}
         for s in self.samples:
-            if s.ts == int(round(t * 1000)):
+            if s.ts == round(t * 1000):
                 out[s.key.canonical()] = s.value
         return out
 

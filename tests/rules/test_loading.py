@@ -25,8 +25,9 @@ groups:
         annotations: {summary: "{{ $labels.model }}"}
 """)
     cfg_path = tmp_path / "mlwatch.yaml"
-    cfg_path.write_text("rule_files: [rules/*.yml]\nevaluation_interval: 20s\n"
-                        "rules: [{alert: X, absent: {metric: up, for: 5m}}]\n")
+    cfg_path.write_text(
+        "rule_files: [rules/*.yml]\nevaluation_interval: 20s\nrules: [{alert: X, absent: {metric: up, for: 5m}}]\n"
+    )
     from mlwatch.config import load_config
 
     cfg = load_config(str(cfg_path))

@@ -27,8 +27,9 @@ class Clock:
         return self.t
 
 
-def _fill(w: Writer, name: str, labels: dict[str, str], start: float, end: float, value: float,
-          step: float = 15.0) -> None:
+def _fill(
+    w: Writer, name: str, labels: dict[str, str], start: float, end: float, value: float, step: float = 15.0
+) -> None:
     key = SeriesKey.of(name, labels)
     t = start
     samples = []
@@ -113,7 +114,7 @@ async def test_threshold_absent_watchdog_and_alerts_series(engine: Engine) -> No
         res = prom.instant('ALERTS{alertname="LatencyHigh"}', t_ms)
         assert [dict(lab)["alertstate"] for lab, _, _ in res.series] == ["firing"]
         res = prom.instant('ALERTS_FOR_STATE{alertname="LatencyHigh"}', t_ms)
-        (lab, _, vals), = res.series
+        ((_lab, _, vals),) = res.series
         assert vals[0] == T0 + 600  # activeAt, Unix seconds
         res = prom.instant("model:latency:avg", t_ms)
         assert sorted((dict(lab)["model"], float(v[0])) for lab, _, v in res.series) == [("a", 0.9), ("b", 0.1)]
@@ -153,8 +154,27 @@ def test_random_templates_never_raise() -> None:
     from mlwatch.rules.templates import TemplateError, parse_template
 
     rng = random.Random(5)
-    parts = ["{{", "}}", "$labels", ".x", "|", "humanize", "if", "end", "else", "(", ")", '"s"', "1", " ", "with",
-             "printf", "%d", "$value", "-"]
+    parts = [
+        "{{",
+        "}}",
+        "$labels",
+        ".x",
+        "|",
+        "humanize",
+        "if",
+        "end",
+        "else",
+        "(",
+        ")",
+        '"s"',
+        "1",
+        " ",
+        "with",
+        "printf",
+        "%d",
+        "$value",
+        "-",
+    ]
     for _ in range(3000):
         text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 12)))
         try:

@@ -33,8 +33,9 @@ def build_message(cfg: EmailNotifierConfig, payload: Mapping[str, Any]) -> Email
 
 
 class EmailNotifier:
-    def __init__(self, cfg: EmailNotifierConfig, env: Mapping[str, str] | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, cfg: EmailNotifierConfig, env: Mapping[str, str] | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.name = cfg.name
         self.cfg = cfg
         env = os.environ if env is None else env

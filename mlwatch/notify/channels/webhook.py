@@ -25,16 +25,21 @@ class WebhookNotifier:
         if self.cfg.max_alerts and len(body.get("alerts", [])) > self.cfg.max_alerts:
             body["truncatedAlerts"] = len(body["alerts"]) - self.cfg.max_alerts
             body["alerts"] = body["alerts"][: self.cfg.max_alerts]
-        headers = {"Content-Type": "application/json", "User-Agent": "mlwatch",
-                   "Idempotency-Key": str(payload.get("mlwatch", {}).get("idempotencyKey", ""))}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "mlwatch",
+            "Idempotency-Key": str(payload.get("mlwatch", {}).get("idempotencyKey", "")),
+        }
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout / 1000)
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(self.cfg.url, data=orjson.dumps(body), headers=headers) as resp:
-                    if resp.status // 100 != 2:
-                        text = (await resp.text(errors="replace"))[:200]
-                        raise NotifyError(f"webhook {self.cfg.url} answered {resp.status}: {text.strip()}")
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(self.cfg.url, data=orjson.dumps(body), headers=headers) as resp,
+            ):
+                if resp.status // 100 != 2:
+                    text = (await resp.text(errors="replace"))[:200]
+                    raise NotifyError(f"webhook {self.cfg.url} answered {resp.status}: {text.strip()}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NotifyError(f"webhook {self.cfg.url}: {type(exc).__name__}: {exc}") from None

@@ -50,6 +50,44 @@ def daemon(config_path: str | None, db_url: str | None, debug: bool, log_format:
     asyncio.run(d.run())
 
 
+@main.command()
+@common_options
+@click.option("--speed", type=click.FloatRange(min=0.1, max=100), default=1.0, show_default=True,
+              help="Scale time: 2 runs the scenario twice as fast.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), help="Working directory (default: a new temp dir).")
+@click.option("--listen", default="127.0.0.1:9091", show_default=True, metavar="HOST:PORT", help="Where the daemon listens.")
+@click.option("--stats-port", type=int, default=0, help="Port of the demo's JSON endpoint (default: a free one).")
+@handle_errors
+def demo(config_path: str | None, db_url: str | None, debug: bool, log_format: str, speed: float,
+         directory: str | None, listen: str, stats_port: int) -> None:
+    """A daemon on a temp dir with a synthetic model whose accuracy drops: alerts fire within ~2 min."""
+    import socket
+
+    from mlwatch.demo import demo_config, make_plan, run_demo
+
+    if not stats_port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            stats_port = sock.getsockname()[1]
+    plan = make_plan(directory, listen, stats_port, speed)
+    cfg = demo_config(plan).with_overrides(listen=listen)
+    db = plan.directory / "mlwatch.db"
+
+    def announce() -> None:
+        click.echo(
+            f"mlwatch demo: working in {plan.directory}\n"
+            f"  database   {db}\n"
+            f"  config     {plan.directory / 'mlwatch.yaml'}\n"
+            f"  HTTP       http://{listen}/metrics\n"
+            f"The fraud-v2 model's accuracy drops after ~{60 / speed:.0f}s; alerts fire within ~{120 / speed:.0f}s.\n"
+            f"Watch it in another terminal:  mlwatch tui --db sqlite:///{db}\n"
+            "Stop with Ctrl-C.",
+            err=True,
+        )
+
+    asyncio.run(run_demo(plan, cfg, announce))
+
+
 @main.command("check-config")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @common_options

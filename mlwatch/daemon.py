@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mlwatch.config import Config, load_config
 from mlwatch.errors import ConfigError, MlwatchError, StorageError
+from mlwatch.ml.operators import MlOperators
 from mlwatch.model import Clock, MetricType
 from mlwatch.selfmetrics import OwnMetrics
 from mlwatch.server.api import PrometheusApi
@@ -117,7 +118,8 @@ class Daemon:
             clock=self.clock,
         )
         self.own.extra(self.push)
-        self.sources = SourceManager(cfg.sources, self.writer, self.reader, clock=self.clock)
+        self.ml = MlOperators(cfg.sources)
+        self.sources = SourceManager(cfg.sources, self.writer, self.reader, clock=self.clock, operators_for=self.ml)
         self.own.extra(self.sources.collector)
 
         self.api = PrometheusApi(
@@ -210,6 +212,14 @@ class Daemon:
             log.warning("retention failed: %s", exc)
 
     # ---------------------------------------------------------------- control
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -243,6 +253,7 @@ class Daemon:
             declared_type=self._declared_types(new).get,
         )
         self._schedule()
+        self.ml.reconfigure(new.sources)
         await self.sources.reconfigure(new.sources)
         self.own.reload_ok.set(1)
         self.own.reload_time.set(self.clock())

@@ -110,7 +110,8 @@ class Matcher:
     @classmethod
     def make(cls, name: str, op: str | MatchOp, value: str) -> Matcher:
         op = MatchOp(op)
-        rx = re.compile(value, re.DOTALL) if op in (MatchOp.RE, MatchOp.NRE) else None
+        # Prometheus 2.x anchors the regex and, like Go, lets "." stop at a newline (no DOTALL).
+        rx = re.compile(value) if op in (MatchOp.RE, MatchOp.NRE) else None
         return cls(name, op, value, rx)
 
     def matches(self, value: str) -> bool:

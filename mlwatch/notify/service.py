@@ -170,7 +170,7 @@ class AlertingService:
     async def stop(self) -> None:
         if self._scheduler is not None:
             for job in list(self._scheduler.get_jobs()):
-                if job.id.startswith("rules:") or job.id == "alerting-tick":
+                if job.id.startswith("rules:") or job.id in ("alerting-tick", "alerting-retention"):
                     job.remove()
         self._scheduler = None
         self._started = False
@@ -189,6 +189,7 @@ class AlertingService:
             if job.id.startswith("rules:") and job.id not in wanted:
                 job.remove()
         sch.add_job(self.tick, "interval", seconds=TICK_SECONDS, id="alerting-tick", **common)
+        sch.add_job(self.maintain, "interval", minutes=10, id="alerting-retention", **common)
 
     async def _evaluate_job(self, key: str) -> None:
         try:
@@ -213,6 +214,15 @@ class AlertingService:
                 await self.outbox.deliver_due(now)
             except Exception:
                 log.exception("notification delivery pass failed")
+
+    async def maintain(self, now: float | None = None) -> int:
+        """Delete alert history, finished notifications and ended silences older than ``storage.retention``."""
+        cutoff = (self.clock() if now is None else now) - self.config.storage.retention / 1000
+        try:
+            return int(await self.store.call(lambda c: store.delete_history_before(c, cutoff)))
+        except Exception:  # noqa: BLE001 - logged; the next run retries
+            log.exception("alerting retention failed")
+            return 0
 
     async def _append(self, samples: list[Sample]) -> None:
         await self.writer.write(WriteBatch(samples=samples))

@@ -338,3 +338,18 @@ def delete_groups(conn: sqlite3.Connection, keys: Sequence[str]) -> None:
 
 
 Fn = Callable[[sqlite3.Connection], T]
+
+
+def delete_history_before(conn: sqlite3.Connection, cutoff: float) -> int:
+    """Retention of alerting data: alert events, finished notifications (with their attempts) and
+    silences that ended before ``cutoff``; returns the rows deleted."""
+    with _tx(conn):
+        n = conn.execute("DELETE FROM alert_events WHERE ts < ?", (cutoff,)).rowcount
+        n += conn.execute(
+            "DELETE FROM notification_attempts WHERE notification_id IN (SELECT id FROM notifications "
+            "WHERE status != 'pending' AND created_at < ?)",
+            (cutoff,),
+        ).rowcount
+        n += conn.execute("DELETE FROM notifications WHERE status != 'pending' AND created_at < ?", (cutoff,)).rowcount
+        n += conn.execute("DELETE FROM silences WHERE ends_at < ?", (cutoff,)).rowcount
+        return n

@@ -201,3 +201,17 @@ async def test_reload_keeps_alerts_of_kept_rules_and_resolves_removed_ones(
     events = alertstore.load_events(_db(writer))
     assert [e.event for e in events] == ["pending", "firing", "resolved"]
     assert events[-1].condition == "rule removed"
+
+
+async def test_history_retention(writer: Writer, clock: Clock, receiver: Receiver) -> None:
+    acc = Acc()
+    acc.value = 0.5
+    svc = AlertingService(_config(receiver.url), query=acc, writer=writer, clock=clock)
+    await _run(svc, clock, 60)
+    acc.value = 0.95
+    await _run(svc, clock, 90)
+    assert len(alertstore.load_events(_db(writer))) == 3
+    assert await svc.maintain(clock.t) == 0
+    assert await svc.maintain(clock.t + 31 * 86400) > 0  # storage.retention defaults to 30d
+    conn = _db(writer)
+    assert alertstore.load_events(conn) == [] and alertstore.load_notifications(conn) == []

@@ -220,7 +220,7 @@ class AlertingService:
         cutoff = (self.clock() if now is None else now) - self.config.storage.retention / 1000
         try:
             return int(await self.store.call(lambda c: store.delete_history_before(c, cutoff)))
-        except Exception:  # noqa: BLE001 - logged; the next run retries
+        except Exception:
             log.exception("alerting retention failed")
             return 0
 

@@ -144,3 +144,34 @@ async def _wait(cond: object, timeout: float = 20.0) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError("condition not met in time")
+
+
+async def test_service_sends_every_evaluation(alertmanager: str, engine: object) -> None:
+    """The daemon's path: evaluation -> AlertmanagerSender, with endsAt 4 evaluation intervals ahead."""
+    import time
+
+    from mlwatch.config import parse_config
+    from mlwatch.notify.service import AlertingService
+    from mlwatch.storage.writer import Writer
+
+    cfg = parse_config(f"""
+evaluation_interval: 30s
+alerting: {{alertmanagers: ["{alertmanager}"], staleness_alerts: {{enabled: false}}, external_labels: {{site: lab}}}}
+rules: [{{alert: ModelDown, expr: "vector(1)", labels: {{model: m}}}}]
+""")
+    w = Writer(engine)  # type: ignore[arg-type]
+    w.start()
+    try:
+        svc = AlertingService(cfg, query=lambda e, t: [({}, 1.0)], writer=w)
+        await svc.evaluate()
+        got = (await asyncio.to_thread(requests.get, f"{alertmanager}/api/v2/alerts", timeout=5)).json()
+        (a,) = got
+        assert a["labels"] == {"alertname": "ModelDown", "model": "m", "site": "lab"}
+        ends = a["endsAt"]
+        import datetime as dt
+
+        left = dt.datetime.fromisoformat(ends.replace("Z", "+00:00")).timestamp() - time.time()
+        assert 100 < left <= 120  # 4 x 30s
+        assert svc.am.sent == 1 and svc.am.errors == 0
+    finally:
+        w.stop()

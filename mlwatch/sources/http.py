@@ -116,6 +116,9 @@ class ScrapeTarget(_HttpTarget):
         # Like Prometheus' scrape cache: scraped name and labels -> stored series key (or None: dropped).
         self._cache: dict[tuple[Any, ...], tuple[SeriesKey, int] | None] = {}
         self._next_id = 0
+        # The text parser returns the same (read-only) labels dict for a series line it has seen before, so
+        # a second cache by object identity skips building the tuple key (most of the per-sample cost).
+        self._by_id: dict[int, tuple[dict[str, str], str, tuple[SeriesKey, int] | None]] = {}
         self._live: dict[int, SeriesKey] = {}  # series (without explicit timestamps) of the last committed scrape
         self._last_size = 0
 
@@ -176,20 +179,28 @@ class ScrapeTarget(_HttpTarget):
         seen: set[int] = set()  # series ids (ints hash fast; a SeriesKey hashes its whole label tuple)
         scraped = 0
         cache = self._cache
+        by_id = self._by_id
         live = self._live
         if len(cache) > 4 * max(self._last_size, 1000):
             # Series come and go: keep the cache near one scrape's size (never forget a live series' id).
             self._cache = cache = {i: e for i, e in cache.items() if e is None or e[1] in live}
+            self._by_id.clear()
         for fam in families:
             meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
             for s in fam.samples:
                 scraped += 1
-                ident = (s.name, *s.labels.items())
-                entry = cache.get(ident, _MISS)
-                if entry is _MISS:
-                    key = self._series_key(s.name, s.labels)
-                    self._next_id += 1
-                    entry = cache[ident] = None if key is None else (key, self._next_id)
+                labels = s.labels
+                hit = by_id.get(id(labels))
+                if hit is not None and hit[0] is labels and hit[1] == s.name:
+                    entry = hit[2]  # the parser handed out the same labels object as last time
+                else:
+                    ident = (s.name, *labels.items())
+                    entry = cache.get(ident, _MISS)
+                    if entry is _MISS:
+                        key = self._series_key(s.name, labels)
+                        self._next_id += 1
+                        entry = cache[ident] = None if key is None else (key, self._next_id)
+                    by_id[id(labels)] = (labels, s.name, entry)  # holding `labels` keeps its id unique
                 if entry is None:
                     continue  # dropped by relabelling
                 key, sid = entry

@@ -170,7 +170,7 @@ rules: [{{alert: ModelDown, expr: "vector(1)", labels: {{model: m}}}}]
         ends = a["endsAt"]
         import datetime as dt
 
-        left = dt.datetime.fromisoformat(ends.replace("Z", "+00:00")).timestamp() - time.time()
+        left = dt.datetime.fromisoformat(ends).timestamp() - time.time()
         assert 100 < left <= 120  # 4 x 30s
         assert svc.am.sent == 1 and svc.am.errors == 0
     finally:

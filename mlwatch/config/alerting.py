@@ -44,7 +44,33 @@ def _promql(text: str) -> str:
         pp.parse(text)
     except ValueError as exc:
         raise ValueError(f"invalid PromQL: {exc}") from None
+    problem = _unsupported(text)
+    if problem:
+        raise ValueError(f"invalid PromQL: {problem}")
     return text
+
+
+class _NoSeries:
+    def series(self, matchers: Any) -> list[Any]:
+        return []
+
+    def read_many(self, series_ids: Any, start_ms: int, end_ms: int) -> dict[int, Any]:
+        return {}
+
+
+def _unsupported(text: str) -> str | None:
+    """What mlwatch's engine refuses in ``text`` (an unsupported function, a scalar comparison without
+    bool ...), found by evaluating it once over no data; None when it runs."""
+    from mlwatch.promql.engine import Engine
+    from mlwatch.promql.errors import BadQuery, Unsupported
+
+    try:
+        Engine(_NoSeries()).instant(text, 0)
+    except (Unsupported, BadQuery) as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - anything else depends on data; evaluation reports it as rule health
+        return None
+    return None
 
 
 def _template(text: str) -> str:

@@ -248,7 +248,9 @@ def _rule_files(patterns: list[str], info: ValidationInfo) -> list[str]:
     for p in patterns:
         if not p.strip():
             raise ValueError("must not be empty")
-    problems = rule_file_problems(patterns, base)
+    # A loader that reports rule_file_problems() itself (one FILE:LINE line each) sets this flag;
+    # otherwise they are reported here, at the rule_files line.
+    problems = [] if _ctx(info).get("rule_files_by_loader") else rule_file_problems(patterns, base)
     if problems:
         raise ValueError("; ".join(str(p) for p in problems))
     return [str(p) for p in expand_rule_files(patterns, base)] if base is not None else patterns

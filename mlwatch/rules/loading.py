@@ -70,11 +70,19 @@ def make_rule(cfg: RuleConfig) -> Rule:
         keep_firing_for_ms=cfg.keep_firing_for,
         resolve_expr=cfg.resolve_expr,
         labels=dict(cfg.labels),
-        annotations=dict(cfg.annotations),
+        annotations=_default_summary(dict(cfg.annotations), short, compiled.condition),
         # A shorthand explains itself and shows what it compiled to; a plain rule is its expression.
         condition=f"{compiled.condition} (PromQL: {compiled.expr})" if short else compiled.condition,
         shorthand=short,
     )
+
+
+def _default_summary(annotations: dict[str, str], shorthand: str | None, condition: str) -> dict[str, str]:
+    """A shorthand without a ``summary`` gets one that says what it checks and the current value."""
+    if shorthand is None or "summary" in annotations or "{{" in condition:
+        return annotations
+    value = "" if shorthand == "absent" else " (now {{ $value | humanize }})"
+    return {**annotations, "summary": condition + value}
 
 
 # ------------------------------------------------------------------ rule files

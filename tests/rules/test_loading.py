@@ -58,3 +58,21 @@ def test_rule_file_problems_have_file_and_line(tmp_path: Path) -> None:
 def test_staleness_alerts_can_be_turned_off() -> None:
     cfg = parse_config("alerting: {staleness_alerts: {enabled: false}}")
     assert build_groups(cfg)[0] == []
+
+
+def test_shorthands_explain_themselves() -> None:
+    from mlwatch.rules.templates import render_template
+
+    cfg = parse_config(
+        "alerting: {staleness_alerts: {enabled: false}}\nrules:\n"
+        "  - {alert: T, threshold: {expr: 'sum(rate(x[1m]))', above: 6000, for: 2m}}\n"
+        "  - {alert: A, absent: {metric: x, for: 10m}}\n"
+        "  - {alert: S, threshold: {expr: x, below: 1}, annotations: {summary: mine}}\n"
+    )
+    (group,) = build_groups(cfg)[0]
+    t, a, s = group.rules
+    assert isinstance(t, AlertingRule) and isinstance(a, AlertingRule) and isinstance(s, AlertingRule)
+    assert render_template(t.annotations["summary"], {}, 6543.0) == "sum(rate(x[1m])) above 6000 for 2m (now 6.543k)"
+    assert a.annotations["summary"] == "no sample of x for 10m"
+    assert s.annotations == {"summary": "mine"}
+    assert t.condition == "sum(rate(x[1m])) above 6000 for 2m (PromQL: (sum(rate(x[1m]))) > 6000)"

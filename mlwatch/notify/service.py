@@ -140,6 +140,12 @@ class AlertingService:
             log.error("rule file problem: %s", p)
         self.rules.external_labels = dict(config.alerting.external_labels)
         self.rules.set_groups(groups)
+        # Alerts of rules that are gone resolve for the router too (else they would repeat forever).
+        live = {a.fingerprint for a in self.rules.active_alerts()}
+        now = self.clock()
+        for ra in self.router.alerts.values():
+            if ra.ends_at is None and ra.fingerprint not in live:
+                ra.ends_at = now
         self.router.configure(config.routes, config.inhibit_rules, config.notifiers, config.alerting.external_labels)
         self.channels: dict[str, Channel] = {n.name: make_channel(n, self.env) for n in config.notifiers}
         self.outbox.channels = dict(self.channels)

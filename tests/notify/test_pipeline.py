@@ -201,6 +201,9 @@ async def test_reload_keeps_alerts_of_kept_rules_and_resolves_removed_ones(
     events = alertstore.load_events(_db(writer))
     assert [e.event for e in events] == ["pending", "firing", "resolved"]
     assert events[-1].condition == "rule removed"
+    clock.t += 60
+    await svc.tick(clock.t)
+    assert [b["status"] for b in receiver.bodies] == ["firing", "resolved"]  # receivers hear it ended
 
 
 async def test_history_retention(writer: Writer, clock: Clock, receiver: Receiver) -> None:

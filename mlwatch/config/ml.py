@@ -122,7 +122,8 @@ class LabelsForConfig(_Model):
 
 _CLASSIFICATION_GAUGES = (
     "accuracy", "precision", "recall", "f1", "samples", "log_loss", "roc_auc", "accuracy_lower",
-    "accuracy_upper", "label_coverage", "drift_psi", "drift_ks",
+    "accuracy_upper", "accuracy_population", "accuracy_population_lower", "accuracy_population_upper",
+    "label_coverage", "drift_psi", "drift_ks",
 )  # fmt: skip
 _REGRESSION_GAUGES = ("mae", "rmse", "mape", "r2", "samples", "label_coverage", "drift_psi", "drift_ks")
 _JOIN_COUNTERS = ("undefined_total", "unlabeled_total", "orphan_labels_total", "pending_dropped_total")

@@ -26,7 +26,7 @@ from mlwatch.ml.classification import ConfusionCounts, Undefined, binary_figures
 from mlwatch.ml.drift import DriftWindow
 from mlwatch.ml.join import DELAY_BUCKETS_S, LabelOutbox, PendingPredictions
 from mlwatch.ml.regression import RegressionSums, regression_figures
-from mlwatch.ml.uncertainty import wilson_interval
+from mlwatch.ml.uncertainty import StratumCounts, stratified_estimate, wilson_interval
 from mlwatch.ml.windows import BucketWindow, default_resolution
 from mlwatch.model import MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.sources.fieldpath import MISSING, FieldPath, to_number
@@ -61,6 +61,9 @@ def _help(prefix: str, kind: str) -> dict[str, MetricMeta]:
             "roc_auc": (g, "ROC AUC of the scores in the window (binned)."),
             "accuracy_lower": (g, "Lower end of the Wilson interval of the accuracy."),
             "accuracy_upper": (g, "Upper end of the Wilson interval of the accuracy."),
+            "accuracy_population": (g, "Accuracy of all lines, estimated from a stratified sample."),
+            "accuracy_population_lower": (g, "Lower end of the interval of the population accuracy."),
+            "accuracy_population_upper": (g, "Upper end of the interval of the population accuracy."),
             "tp_total": (c, "True positives."),
             "fp_total": (c, "False positives."),
             "tn_total": (c, "True negatives."),
@@ -85,7 +88,9 @@ def _help(prefix: str, kind: str) -> dict[str, MetricMeta]:
 class _Group:
     """One combination of ``by`` values: its window, cumulative totals and join statistics."""
 
-    __slots__ = ("cum", "delays", "drift", "made", "matured", "pending_dropped", "undefined", "unlabeled", "window")
+    __slots__ = (
+        "cum", "delays", "drift", "made", "matured", "pending_dropped", "strata", "undefined", "unlabeled", "window",
+    )  # fmt: skip
 
     def __init__(self, window: BucketWindow[Any], cum: Any, made: BucketWindow[list[int]]) -> None:
         self.window = window
@@ -97,6 +102,7 @@ class _Group:
         self.delays: list[float] = [0] * (len(DELAY_BUCKETS_S) + 1) + [0.0]  # per-bucket counts, +Inf, then the sum
         self.matured: dict[int, Any] = {}  # tumbling window index (by prediction time) -> accumulator
         self.drift: dict[str, DriftWindow] = {}
+        self.strata: BucketWindow[dict[str, list[int]]] | None = None  # stratum -> [lines, outcomes, correct]
 
 
 class QualityOperator:
@@ -110,6 +116,7 @@ class QualityOperator:
         join: LabelsForConfig | None = None,
         outbox: Callable[[], LabelOutbox] | None = None,
         sampled: bool = False,
+        stratify_by: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.classification = isinstance(cfg, ClassificationConfig)
@@ -125,6 +132,9 @@ class QualityOperator:
         self._score = FieldPath(cfg.score) if isinstance(cfg, ClassificationConfig) and cfg.score else None
         self._key = FieldPath(join.key) if join is not None else None
         self._by = [FieldPath(b) for b in cfg.by]
+        self._strat = FieldPath(stratify_by) if stratify_by and self.classification else None
+        # called by the log source for every line before sampling (stratified samples only)
+        self.observe: Callable[[LineEvent], None] | None = self._observe if self._strat is not None else None
         d = cfg.drift
         self._drift = (
             [(f, FieldPath(f), True) for f in d.numeric] + [(f, FieldPath(f), False) for f in d.categorical]
@@ -160,13 +170,21 @@ class QualityOperator:
                 self._new_acc(),
                 BucketWindow(max(self._max_delay, 1), self._coverage_res, lambda: [0, 0]),
             )
+            if self._strat is not None:
+                g.strata = BucketWindow(self._window, self._resolution, dict)
             d = self.cfg.drift
             for name, _path, numeric in self._drift:
                 assert d is not None
                 g.drift[name] = DriftWindow(numeric, self._window, self._resolution, d.reference, d.bins)
         return g
 
-    def _outcome(self, g: _Group, known_ms: int, pred_ms: int, pred: Any, truth: Any, score: float | None) -> None:
+    def _outcome(
+        self, g: _Group, known_ms: int, pred_ms: int, pred: Any, truth: Any, score: float | None, stratum: str | None
+    ) -> None:
+        if g.strata is not None and stratum is not None:
+            cell = g.strata.at(known_ms).setdefault(stratum, [0, 0, 0])
+            cell[1] += 1
+            cell[2] += truth == pred
         accs = [g.window.at(known_ms), g.cum]
         if self.cfg.by_prediction_time:
             w = pred_ms // self._window
@@ -185,6 +203,31 @@ class QualityOperator:
         self.changed = True
 
     # ---------------------------------------------------------------- LineOperator
+    def _stratum(self, fields: dict[str, Any]) -> str | None:
+        if self._strat is None:
+            return None
+        v = self._strat.get(fields)
+        return "" if v is MISSING or v is None else class_text(v)
+
+    def _group_of(self, fields: dict[str, Any]) -> tuple[str, ...] | None:
+        key = []
+        for path in self._by:
+            v = path.get(fields)
+            if v is MISSING or v is None:
+                return None
+            key.append(class_text(v))
+        return tuple(key)
+
+    def _observe(self, event: LineEvent) -> None:
+        """Count every line (sampled or not) by stratum: the population the sample is weighted to."""
+        key = self._group_of(event.fields)
+        if key is None:
+            return
+        g = self._group(key)
+        assert g.strata is not None
+        cell = g.strata.at(event.ts_ms).setdefault(self._stratum(event.fields) or "", [0, 0, 0])
+        cell[0] += 1
+
     def _value(self, raw: Any) -> Any:
         if self.classification:
             return class_text(raw)
@@ -234,7 +277,7 @@ class QualityOperator:
                 made = g.made.at(ts)
                 made[0] += 1
                 made[1] += 1
-            self._outcome(g, ts, ts, pred, truth, score)
+            self._outcome(g, ts, ts, pred, truth, score, self._stratum(fields))
             return None
         if self._key is None:
             return "missing_label"
@@ -244,9 +287,9 @@ class QualityOperator:
         g.made.at(ts)[0] += 1
         early = self.early.pop(class_text(jk))
         if early is not None:  # its label was read first (the label log ran ahead): matched now
-            self._match(g, early[0], early[1], ts, pred, score)
+            self._match(g, early[0], early[1], ts, pred, score, self._stratum(fields))
             return None
-        dropped = self.pending.add(class_text(jk), [ts, list(key), pred, score])
+        dropped = self.pending.add(class_text(jk), [ts, list(key), pred, score, self._stratum(fields)])
         if dropped is not None:
             self._group(tuple(dropped[1])).pending_dropped += 1
         self.changed = True
@@ -270,13 +313,15 @@ class QualityOperator:
                 if self.early.add(it.key, [it.ts_ms, raw]) is not None:
                     self.orphans += 1  # beyond max_pending: the oldest early label is given up
                 continue
-            pred_ms, gkey, pred, score = entry
-            self._match(self._group(tuple(gkey)), it.ts_ms, raw, pred_ms, pred, score)
+            pred_ms, gkey, pred, score, stratum = entry
+            self._match(self._group(tuple(gkey)), it.ts_ms, raw, pred_ms, pred, score, stratum)
 
-    def _match(self, g: _Group, label_ms: int, raw: Any, pred_ms: int, pred: Any, score: float | None) -> None:
+    def _match(
+        self, g: _Group, label_ms: int, raw: Any, pred_ms: int, pred: Any, score: float | None, stratum: str | None
+    ) -> None:
         truth = self._value(raw)
         known = max(label_ms, pred_ms)
-        self._outcome(g, known, pred_ms, pred, truth, score)
+        self._outcome(g, known, pred_ms, pred, truth, score, stratum)
         g.made.at(pred_ms)[1] += 1
         delay = max(0.0, (label_ms - pred_ms) / 1000)
         i = next((i for i, le in enumerate(DELAY_BUCKETS_S) if delay <= le), len(DELAY_BUCKETS_S))
@@ -309,6 +354,8 @@ class QualityOperator:
             out += self._counters(g, labels, t)
             if self._join is not None:
                 out += self._join_series(g, labels, t)
+            if g.strata is not None:
+                out += self._population(g.strata, labels, t)
             for name, dw in g.drift.items():
                 for stat, v in dw.figures(t).items():
                     out.append(self._s(f"drift_{stat}", {**labels, "field": name}, t, v))
@@ -357,6 +404,24 @@ class QualityOperator:
         lo_hi = wilson_interval(successes, n, self.cfg.confidence)  # type: ignore[union-attr]
         assert lo_hi is not None
         return [self._s("accuracy_lower", labels, t, lo_hi[0]), self._s("accuracy_upper", labels, t, lo_hi[1])]
+
+    def _population(self, strata: BucketWindow[dict[str, list[int]]], labels: dict[str, str], t: int) -> list[Sample]:
+        """The accuracy of the population, estimated from a stratified sample (each stratum's sample
+        accuracy weighted by the stratum's share of all lines in the window)."""
+        strata.evict(t)
+        total: dict[str, list[int]] = {}
+        for acc in strata.covering(t):
+            for h, (n, k, c) in acc.items():
+                cell = total.setdefault(h, [0, 0, 0])
+                cell[0] += n
+                cell[1] += k
+                cell[2] += c
+        counts = {h: StratumCounts(max(n, k), k, c) for h, (n, k, c) in total.items()}
+        est = stratified_estimate(counts, self.cfg.confidence)  # type: ignore[union-attr]
+        if est is None:
+            return []
+        names = ("accuracy_population", "accuracy_population_lower", "accuracy_population_upper")
+        return [self._s(name, labels, t, v) for name, v in zip(names, est, strict=True)]
 
     def _counters(self, g: _Group, labels: dict[str, str], t: int) -> list[Sample]:
         out: list[Sample] = []
@@ -435,6 +500,7 @@ class QualityOperator:
                 "delays": g.delays,
                 "matured": [[w, dump(a)] for w, a in g.matured.items()],
                 "drift": {name: dw.snapshot() for name, dw in g.drift.items()},
+                "strata": g.strata.snapshot(dict) if g.strata is not None else None,
             })  # fmt: skip
         return {
             "kind": self.name,
@@ -465,14 +531,20 @@ class QualityOperator:
             g.matured = {int(w): load(a) for w, a in doc["matured"]}
             for name, dw in g.drift.items():
                 dw.restore(doc.get("drift", {}).get(name))
+            if g.strata is not None:
+                g.strata.restore(doc.get("strata"), _load_strata)
         for k, entry in state["pending"]:
-            self.pending.items[str(k)] = list(entry)
+            self.pending.items[str(k)] = [*entry, None][:5]
         self.orphans = int(state["orphans"])
         for k, entry in state.get("early", []):
             self.early.items[str(k)] = list(entry)
         self.label_done = int(state["label_done"])
         self.newest = int(state["newest"])
         self.last_emit = int(state["last_emit"])
+
+
+def _load_strata(raw: Any) -> dict[str, list[int]]:
+    return {str(h): [int(x) for x in cell] for h, cell in raw.items()}
 
 
 def _dump_acc(acc: Any) -> Any:
@@ -559,7 +631,11 @@ class MlOperators:
         outbox = (lambda: self.outbox(src.name)) if join is not None else None
         for cfg in (src.classification, src.regression):
             if cfg is not None:
-                ops.append(QualityOperator(cfg, base, join=join, outbox=outbox, sampled=src.sampling is not None))
+                smp = src.sampling
+                strat = smp.by if smp is not None and smp.strategy == "stratified" else None
+                ops.append(
+                    QualityOperator(cfg, base, join=join, outbox=outbox, sampled=smp is not None, stratify_by=strat)
+                )
         if src.labels_for is not None:
             target = self._logs.get(src.labels_for.source)
             fields = []

@@ -540,6 +540,8 @@ class LogFileSource:
         parse = self._parse
         newest = self._newest_ts
         feeds = [op.feed for op in operators]
+        # operators may also watch every line before sampling (``observe``), e.g. to weight a stratified sample
+        observers = [obs for op in operators if (obs := getattr(op, "observe", None)) is not None]
         only_metrics = sampler is None and len(operators) == 1 and isinstance(operators[0], LineMetrics)
         direct = operators[0].feeders if only_metrics else None  # type: ignore[attr-defined]
         jsonl = self._pattern is None
@@ -594,6 +596,8 @@ class LogFileSource:
                             rejected.append(f"{r}: {raw[:300].decode('utf-8', 'replace')}")
                 continue
             event = LineEvent(fields, ts, pos)
+            for observe in observers:
+                observe(event)
             events = sampler.offer(event) if sampler is not None else (event,)
             for ev in events:
                 sampled += 1

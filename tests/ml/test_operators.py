@@ -277,3 +277,33 @@ def test_labels_for_must_name_a_prediction_source(tmp_path: Path) -> None:
     assert labels_for_problems(cfgs) == [
         (2, "labels_for.source: 'nowhere' is not a log source with classification or regression")
     ]
+
+
+STRATIFIED = """
+  - name: preds
+    type: log
+    path: {dir}/pred.jsonl
+    timestamp: {field: ts, format: unix_ms}
+    sampling: {strategy: stratified, by: segment, per_stratum: 50, window: 1m}
+    classification: {prediction: pred, label: label, window: 1m, prefix: s}
+"""
+
+
+def test_stratified_sample_is_reweighted_to_the_population(tmp_path: Path) -> None:
+    (src,) = build(sources(tmp_path, STRATIFIED))
+    rows = []
+    for i in range(900):  # the common segment: 95% right
+        rows.append({"ts": T0 + i, "segment": "common", "pred": "a", "label": "b" if i % 20 == 0 else "a"})
+    for i in range(100):  # the rare one: 50% right
+        rows.append({"ts": T0 + 900 + i, "segment": "rare", "pred": "a", "label": "a" if i % 2 == 0 else "b"})
+    write(tmp_path / "pred.jsonl", rows)
+    state: dict[str, bytes] = {}
+    s = collect(src, 0, state)
+    sample_common = [r["pred"] == r["label"] for r in rows[:50]]
+    sample_rare = [r["pred"] == r["label"] for r in rows[900:950]]
+    assert latest(s, "s_accuracy") == pytest.approx((sum(sample_common) + sum(sample_rare)) / 100)
+    expected = 0.9 * sum(sample_common) / 50 + 0.1 * sum(sample_rare) / 50
+    assert latest(s, "s_accuracy_population") == pytest.approx(expected, abs=1e-12)
+    lo, hi = latest(s, "s_accuracy_population_lower"), latest(s, "s_accuracy_population_upper")
+    assert lo is not None and hi is not None and lo < expected < hi
+    assert latest(s, "s_accuracy_lower") is not None  # sampled: the Wilson interval of the sample figure too

@@ -1,0 +1,507 @@
+"""The read side's composition root: what the TUI (and read-only CLI commands) read through.
+
+:func:`open_readside` builds, from a config (or ``--db``), a read-only storage :class:`Reader`, a
+PromQL :class:`Engine` over it, a read-only connection for the alert store and, when a daemon holds
+the database, a :class:`DaemonClient` for its HTTP API (the only change the TUI makes, a silence,
+goes through it). Screens see all of it through one Protocol, :class:`TuiData`, so tests hand them
+a fixed seeded database and a fixed clock. Works while the daemon writes, without it, and on a
+backup copy (``mlwatch db backup``), since nothing here writes unless asked to add a silence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from mlwatch.errors import MlwatchError
+
+ROLLUP_STEP_MS = 300_000  # the rollup level long ranges are drawn from (storage.downsample's usual step)
+ROLLUP_AFTER_MS = 2 * 86_400_000  # ranges at least this long try the rollups first
+
+
+# ------------------------------------------------------------------ what screens receive
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSeries:
+    """One line of a chart, already reduced to about one point pair per screen column.
+
+    ``ts``/``values`` are what to draw (for long raw ranges: min and max of each column, alternating);
+    ``stats`` are min/avg/max/last over the whole range, computed before any reduction.
+    """
+
+    name: str
+    ts: npt.NDArray[np.float64]  # seconds
+    values: npt.NDArray[np.float64]
+    stats: tuple[float, float, float, float]
+    from_rollup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    alertname: str
+    op: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """A stored series for the overview and the explorer's list: latest value and a short history."""
+
+    name: str
+    labels: dict[str, str]
+    value: float | None
+    history: tuple[float, ...]
+
+    @property
+    def selector(self) -> str:
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
+        return f"{self.name}{{{inner}}}" if inner else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class AlertInfo:
+    name: str
+    state: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    value: float
+    active_at: float
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    ts: float
+    name: str
+    event: str
+    labels: dict[str, str]
+    value: float
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    ts: float
+    ok: bool
+    error: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationInfo:
+    id: int
+    notifier: str
+    group_key: str
+    status: str
+    created_at: float
+    delivered_at: float | None
+    last_error: str
+    alerts: tuple[str, ...]
+    attempts: tuple[Attempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    job: str
+    instance: str
+    type: str
+    health: str
+    last_scrape: float
+    duration_s: float
+    samples: int
+    errors: dict[str, int]
+    last_error: str
+    rejected: tuple[str, ...] = field(default=())
+
+
+class TuiData(Protocol):
+    """Everything the TUI reads (and the one thing it writes). Methods may block: call them in workers."""
+
+    def now(self) -> float: ...
+
+    def daemon(self) -> str | None:
+        """host:port of the daemon holding the database, or None."""
+        ...
+
+    def series(self, history_s: float = 3600, points: int = 20) -> list[SeriesRow]: ...
+
+    def chart(self, expr: str, start: float, end: float, width: int) -> list[ChartSeries]: ...
+
+    def thresholds(self, expr: str) -> list[Threshold]: ...
+
+    def alerts(self) -> list[AlertInfo]: ...
+
+    def events(self, since: float) -> list[AlertEvent]: ...
+
+    def notifications(self, since: float) -> list[NotificationInfo]: ...
+
+    def sources(self) -> list[SourceInfo]: ...
+
+    def add_silence(self, matchers: dict[str, str], duration_s: float, comment: str) -> str: ...
+
+
+# ------------------------------------------------------------------ reduction to the screen
+
+
+def minmax_columns(
+    ts: npt.NDArray[np.float64], vals: npt.NDArray[np.float64], start: float, end: float, width: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Min and max of each of ``width`` columns over ``[start, end]`` (alternating, at the column's middle).
+
+    Returns the input untouched when it has fewer than two points per column; empty columns are skipped.
+    """
+    ok = np.isfinite(vals)
+    ts, vals = ts[ok], vals[ok]
+    if len(ts) <= 2 * width or width <= 0:
+        return ts, vals
+    span = max(end - start, 1e-9)
+    col = np.clip(((ts - start) / span * width).astype(np.int64), 0, width - 1)
+    present, first = np.unique(col, return_index=True)
+    mins = np.minimum.reduceat(vals, first)
+    maxs = np.maximum.reduceat(vals, first)
+    mid = start + (present + 0.5) * span / width
+    out_t = np.repeat(mid, 2)
+    out_v = np.empty(2 * len(present))
+    out_v[0::2], out_v[1::2] = mins, maxs
+    return out_t, out_v
+
+
+def _stats(vals: npt.NDArray[np.float64]) -> tuple[float, float, float, float]:
+    v = vals[np.isfinite(vals)]
+    if not len(v):
+        return (float("nan"),) * 4  # type: ignore[return-value]
+    return float(v.min()), float(v.mean()), float(v.max()), float(v[-1])
+
+
+_THRESHOLD_RE = re.compile(r"^\s*(?P<lhs>.+?)\s*(?P<op><=|>=|<|>|==|!=)\s*(?P<num>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def threshold_of(expr: str) -> tuple[str, str, float] | None:
+    """``lhs op number`` of an alert expression such as ``ai_model_accuracy{model="m"} < 0.9``, else None."""
+    m = _THRESHOLD_RE.match(expr)
+    if m is None:
+        return None
+    return m["lhs"], m["op"], float(m["num"])
+
+
+def metric_names(expr: str) -> set[str]:
+    """Identifiers that may be metric names in ``expr`` (function names included; only used to match)."""
+    no_strings = re.sub(r'"[^"]*"|\'[^\']*\'|\{[^}]*\}', " ", expr)
+    return set(_NAME_RE.findall(no_strings))
+
+
+# ------------------------------------------------------------------ the daemon's API
+
+
+class DaemonClient:
+    """JSON over HTTP to the daemon that holds the database (bearer token and TLS from the config)."""
+
+    def __init__(self, listen: str, *, tls: bool = False, token: str | None = None) -> None:
+        self.scheme = "https" if tls else "http"
+        self.host = listen if not listen.startswith("0.0.0.0") else "127.0.0.1" + listen[7:]
+        self.token = token
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        ctx = None
+        if self.scheme == "https":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(f"{self.scheme}://{self.host}{path}", data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            raise MlwatchError(f"the daemon at {self.host} refused the request ({exc.code}): {detail}") from None
+        except OSError as exc:
+            raise MlwatchError(f"cannot reach the daemon at {self.host}: {exc}") from None
+        return json.loads(raw) if raw.strip() else None
+
+
+# ------------------------------------------------------------------ the implementation
+
+
+class ReadSide:
+    """:class:`TuiData` over a database file: storage reader, PromQL engine, alert store, daemon client."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        lookback_ms: int = 300_000,
+        timeout_ms: int = 30_000,
+        max_samples: int = 50_000_000,
+        rules: Sequence[tuple[str, str]] = (),
+        client_factory: Callable[[str], DaemonClient] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        from mlwatch.promql.engine import Engine, EngineOptions
+        from mlwatch.storage import alertstore
+        from mlwatch.storage.database import make_engine
+        from mlwatch.storage.reader import Reader
+
+        if not db_path.exists():
+            raise MlwatchError(f"no database at {db_path} (start the daemon, or pass --db)")
+        self.db_path = db_path
+        self._sa = make_engine(f"sqlite:///{db_path}", readonly=True)
+        self.reader = Reader(self._sa)
+        self.engine = Engine(self.reader, EngineOptions(lookback_ms=lookback_ms, timeout_ms=timeout_ms,
+                                                        max_samples=max_samples), clock)
+        self._conn = alertstore.open_direct(db_path, readonly=True)
+        self._rules = list(rules)  # (alertname, expr) of the configured alerting rules
+        self._client_factory = client_factory or (lambda listen: DaemonClient(listen))
+        self._clock = clock
+        self.lookback_ms = lookback_ms
+
+    def close(self) -> None:
+        self._conn.close()
+        self._sa.dispose()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def daemon(self) -> str | None:
+        from mlwatch.storage.database import read_lock_owner
+
+        owner = read_lock_owner(self.db_path)
+        return str(owner["listen"]) if owner and owner.get("listen") else None
+
+    # ---------------------------------------------------------------- series
+
+    def series(self, history_s: float = 3600, points: int = 20) -> list[SeriesRow]:
+        from mlwatch.model import Matcher, MatchOp
+
+        now_ms = int(self.now() * 1000)
+        infos = self.reader.series([Matcher.make("__name__", MatchOp.RE, ".+")])
+        latest = {s.series.id: s.value for s in self.reader.latest(
+            [Matcher.make("__name__", MatchOp.RE, ".+")], now_ms, self.lookback_ms)}
+        start_ms = now_ms - int(history_s * 1000)
+        data = self.reader.read_many([i.id for i in infos], start_ms, now_ms)
+        rows = []
+        for info in infos:
+            ts, vals = data[info.id]
+            hist: tuple[float, ...] = ()
+            if len(ts):
+                edges = np.linspace(start_ms, now_ms, points + 1)
+                idx = np.searchsorted(ts, edges[1:], side="right") - 1
+                hist = tuple(float(vals[i]) if i >= 0 else float("nan") for i in idx)
+            rows.append(SeriesRow(info.key.name, dict(info.key.labels), latest.get(info.id), hist))
+        rows.sort(key=lambda r: (r.name, sorted(r.labels.items())))
+        return rows
+
+    def chart(self, expr: str, start: float, end: float, width: int) -> list[ChartSeries]:
+        """The lines of ``expr`` over ``[start, end]`` reduced to ``width`` columns.
+
+        A plain selector is read directly (rollups for long ranges, raw data after the last rollup)
+        and reduced to min/max per column; any other expression is evaluated as a range query with
+        one step per column.
+        """
+        from mlwatch.errors import QueryError
+        from mlwatch.promql.selector import parse_selector
+        from mlwatch.promql.values import format_labels
+
+        width = max(width, 10)
+        try:
+            matchers = parse_selector(expr)
+        except QueryError:
+            matchers = None
+        if matchers is not None:
+            return self._selector_chart(matchers, start, end, width)
+        step = max(1000, int((end - start) * 1000 / width) // 1000 * 1000)
+        res = self.engine.range(expr, int(start * 1000), int(end * 1000), step)
+        if res.kind == "scalar" and res.scalar is not None:
+            return [ChartSeries("scalar", np.array([start, end]), np.array([res.scalar[1]] * 2),
+                                (res.scalar[1],) * 4)]
+        out = []
+        for labels, ts, vals in res.series:
+            v = np.asarray(vals, dtype=np.float64)
+            out.append(ChartSeries(format_labels(labels) or expr, ts.astype(np.float64) / 1000, v, _stats(v)))
+        return out
+
+    def _selector_chart(self, matchers: list[Any], start: float, end: float, width: int) -> list[ChartSeries]:
+        from mlwatch.promql.values import format_labels
+
+        s_ms, e_ms = int(start * 1000), int(end * 1000)
+        infos = self.reader.series(matchers)[:50]
+        out = []
+        for info in infos:
+            used_rollup = False
+            raw_from = s_ms
+            parts_t: list[npt.NDArray[np.float64]] = []
+            parts_v: list[npt.NDArray[np.float64]] = []
+            agg: list[tuple[float, float, float, float]] = []  # (min, sum, max, count)
+            if e_ms - s_ms >= ROLLUP_AFTER_MS:
+                bts, cols = self.reader.read_rollup(info.id, ROLLUP_STEP_MS, s_ms, e_ms)
+                if len(bts):
+                    used_rollup = True
+                    raw_from = int(bts[-1]) + ROLLUP_STEP_MS
+                    t = bts.astype(np.float64) / 1000 + ROLLUP_STEP_MS / 2000
+                    for col in ("min", "max"):
+                        ct, cv = minmax_columns(t, cols[col], start, end, width)
+                        parts_t.append(ct)
+                        parts_v.append(cv)
+                    cnt = cols["count"].sum()
+                    if cnt:
+                        agg.append((float(np.nanmin(cols["min"])), float(cols["sum"].sum()),
+                                    float(np.nanmax(cols["max"])), float(cnt)))
+            ts, vals = self.reader.read_range(info.id, raw_from, e_ms)
+            live = np.isfinite(vals)  # staleness markers are NaNs
+            ts, vals = ts[live], vals[live]
+            last = float(vals[-1]) if len(vals) else float("nan")
+            if len(vals):
+                fin = vals[np.isfinite(vals)]
+                if len(fin):
+                    agg.append((float(fin.min()), float(fin.sum()), float(fin.max()), float(len(fin))))
+                t, v = minmax_columns(ts.astype(np.float64) / 1000, vals, start, end, width)
+                parts_t.append(t)
+                parts_v.append(v)
+            if not parts_t:
+                continue
+            t_all = np.concatenate(parts_t)
+            v_all = np.concatenate(parts_v)
+            order = np.argsort(t_all, kind="stable")
+            if agg:
+                n = sum(a[3] for a in agg)
+                stats = (min(a[0] for a in agg), sum(a[1] for a in agg) / n, max(a[2] for a in agg), last)
+            else:
+                stats = (float("nan"),) * 4  # type: ignore[assignment]
+            name = format_labels((("__name__", info.key.name), *info.key.labels))
+            out.append(ChartSeries(name, t_all[order], v_all[order], stats, used_rollup))
+        return out
+
+    def thresholds(self, expr: str) -> list[Threshold]:
+        """Threshold lines of the alerting rules (configured, or seen in the history) watching ``expr``'s metrics."""
+        names = metric_names(expr)
+        exprs = dict(self._rules)
+        for e in self.events(0):
+            if e.condition and e.name not in exprs:
+                exprs[e.name] = e.condition
+        out = []
+        for alertname, rule_expr in sorted(exprs.items()):
+            parsed = threshold_of(rule_expr)
+            if parsed and metric_names(parsed[0]) & names:
+                out.append(Threshold(alertname, parsed[1], parsed[2]))
+        return out
+
+    # ---------------------------------------------------------------- alerts, notifications, sources
+
+    def alerts(self) -> list[AlertInfo]:
+        from mlwatch.storage import alertstore
+
+        conditions = {e.fingerprint: e.condition for e in alertstore.load_events(self._conn, 0, 100_000)}
+        rules = dict(self._rules)
+        return [
+            AlertInfo(a.labels.get("alertname", ""), a.state, a.labels, a.annotations, a.value, a.active_at,
+                      conditions.get(a.fingerprint) or rules.get(a.labels.get("alertname", ""), ""))
+            for a in alertstore.load_alerts(self._conn)
+        ]
+
+    def events(self, since: float) -> list[AlertEvent]:
+        from mlwatch.storage import alertstore
+
+        return [AlertEvent(e.ts, e.alertname, e.event, e.labels, e.value, e.condition)
+                for e in alertstore.load_events(self._conn, since, 100_000)]
+
+    def notifications(self, since: float) -> list[NotificationInfo]:
+        from mlwatch.storage import alertstore
+
+        out = []
+        for n in alertstore.load_notifications(self._conn, since, 2000):
+            alerts = tuple(str(a.get("labels", {}).get("alertname", "")) for a in n.payload.get("alerts", [])
+                           if isinstance(a, dict))
+            attempts = tuple(Attempt(*a) for a in alertstore.load_attempts(self._conn, n.id))
+            out.append(NotificationInfo(n.id, n.notifier, n.group_key, n.status, n.created_at, n.delivered_at,
+                                        n.last_error, alerts, attempts))
+        return out
+
+    def sources(self) -> list[SourceInfo]:
+        from mlwatch.sources.base import HEALTH_INDEX_KEY, HEALTH_PREFIX
+
+        raw = self.reader.state(HEALTH_INDEX_KEY)
+        keys: list[str] = []
+        if raw:
+            try:
+                index = json.loads(raw)
+                keys = [k if k.startswith(HEALTH_PREFIX) else HEALTH_PREFIX + k for k in index]
+            except ValueError:
+                keys = []
+        out = []
+        for key in keys:
+            doc_raw = self.reader.state(key)
+            if not doc_raw:
+                continue
+            d = json.loads(doc_raw)
+            out.append(SourceInfo(
+                d.get("job", ""), d.get("instance", ""), d.get("type", ""), d.get("health", "unknown"),
+                d.get("last_scrape_ms", 0) / 1000, float(d.get("last_duration_s", 0.0)), int(d.get("samples_total", 0)),
+                dict(d.get("errors_total", {})), d.get("last_error", ""), tuple(d.get("rejected", ())),
+            ))
+        out.sort(key=lambda s: (s.job, s.instance))
+        return out
+
+    def add_silence(self, matchers: dict[str, str], duration_s: float, comment: str) -> str:
+        """Silence alerts whose labels equal ``matchers``: through the daemon when one runs, else directly."""
+        import getpass
+
+        from mlwatch.notify.silences import rfc3339, silence_from_api
+        from mlwatch.storage import alertstore
+
+        if duration_s <= 0:
+            raise MlwatchError("the duration must be greater than 0")
+        now = time.time()
+        body = {
+            "matchers": [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in sorted(matchers.items())],
+            "startsAt": rfc3339(now), "endsAt": rfc3339(now + duration_s),
+            "createdBy": getpass.getuser() or "mlwatch", "comment": comment,
+        }
+        listen = self.daemon()
+        if listen:
+            return str(self._client_factory(listen).request("POST", "/api/v2/silences", body)["silenceID"])
+        silence = silence_from_api({**body, "id": str(uuid.uuid4())}, now)
+        conn = alertstore.open_direct(self.db_path, readonly=False)
+        try:
+            alertstore.put_silence(conn, silence.row())
+        finally:
+            conn.close()
+        return silence.id
+
+
+def open_readside(config_path: str | None, db_url: str | None, clock: Callable[[], float] = time.time) -> ReadSide:
+    """The read side for ``mlwatch tui``: the config's database (or ``db_url``), its limits and alerting rules."""
+    from mlwatch.config import load_config
+    from mlwatch.rules.loading import AlertingRule, build_groups
+
+    cfg = load_config(config_path).with_overrides(db_url=db_url)
+    base = Path(config_path).parent if config_path else None
+    groups, _problems = build_groups(cfg, base)  # unreadable rule files are check-config's to report
+    rules = [(r.name, r.expr) for g in groups for r in g.rules if isinstance(r, AlertingRule)]
+    token = cfg.server.bearer_token()
+    tls = bool(cfg.server.tls)
+    limits = cfg.limits
+    return ReadSide(
+        cfg.storage.path, lookback_ms=limits.lookback_delta, timeout_ms=limits.query_timeout,
+        max_samples=limits.query_max_samples, rules=rules,
+        client_factory=lambda listen: DaemonClient(listen, tls=tls, token=token), clock=clock,
+    )

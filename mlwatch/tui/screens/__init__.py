@@ -1,0 +1,1 @@
+"""One screen per view; each collects in a worker and draws from a Collected message."""

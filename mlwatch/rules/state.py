@@ -75,10 +75,13 @@ class Alert:
 
 
 def iso(ts: float) -> str:
-    """RFC 3339 with nanosecond-free precision, UTC, as Prometheus prints times."""
+    """RFC 3339 in UTC as Go's RFC3339Nano prints it (trailing zeros of the fraction dropped)."""
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    text = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "")
+    head, _, frac = text.partition(".")
+    frac = frac.rstrip("0")
+    return f"{head}.{frac}Z" if frac else f"{head}Z"
 
 
 @dataclass(frozen=True, slots=True)

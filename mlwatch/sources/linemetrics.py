@@ -1,0 +1,374 @@
+"""Metrics derived per log line: counters, gauges, histograms and summaries of line fields.
+
+:class:`LineMetrics` is the line operator for a log source's ``metrics``. Each metric gets a specialised
+closure (``_feeder``) for the per-line path; a clean chunk of JSONL lines can instead be applied in bulk
+with numpy (``feed_chunk``), which must give the same result (tests/sources/test_logfile.py checks).
+Values are kept per label-value tuple; ``samples()`` writes them as Prometheus series (histograms as
+cumulative ``_bucket{le}``, ``_sum``, ``_count``).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mlwatch.config.parts import DEFAULT_BUCKETS, LogMetricConfig, template_fields
+from mlwatch.model import MetricMeta, MetricType, Sample, SeriesKey
+from mlwatch.sources.fieldpath import MISSING, FieldPath, to_number
+from mlwatch.sources.sampling import LineEvent
+from mlwatch.sources.textparse import format_float
+
+__all__ = ["LineMetrics"]
+
+
+class _Template:
+    """A label template: ``"{model}"`` (one field, fast), a literal, or a mix."""
+
+    __slots__ = ("literal", "parts", "single")
+
+    def __init__(self, text: str) -> None:
+        fields = template_fields(text)
+        self.literal: str | None = None
+        self.single: FieldPath | None = None
+        self.parts: list[tuple[str, FieldPath]] = []
+        if not fields:
+            self.literal = text.replace("{{", "{").replace("}}", "}")
+        elif text == "{" + fields[0] + "}":
+            self.single = FieldPath(fields[0])
+        else:
+            self.parts = [(f, FieldPath(f)) for f in fields]
+            self.literal = text
+
+    def render(self, fields: dict[str, Any]) -> str | None:
+        if self.single is not None:
+            v = self.single.get(fields)
+            if v is MISSING or v is None:
+                return None
+            return v if isinstance(v, str) else _label_text(v)
+        if not self.parts:
+            return self.literal
+        out = self.literal or ""
+        out = out.replace("{{", "\0").replace("}}", "\1")
+        for name, path in self.parts:
+            v = path.get(fields)
+            if v is MISSING or v is None:
+                return None
+            out = out.replace("{" + name + "}", v if isinstance(v, str) else _label_text(v))
+        return out.replace("\0", "{").replace("\1", "}")
+
+
+def _label_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, int | float):
+        return str(v)
+    return orjson.dumps(v).decode()
+
+
+class _Metric:
+    __slots__ = ("buckets", "cfg", "field", "kind", "label_names", "name", "scale", "templates", "touched", "values")
+
+    def __init__(self, cfg: LogMetricConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.kind = cfg.type
+        self.field = FieldPath(cfg.field) if cfg.field else None
+        self.scale = cfg.scale
+        self.label_names = tuple(cfg.labels)
+        self.templates = [_Template(t) for t in cfg.labels.values()]
+        self.buckets = tuple(cfg.buckets or DEFAULT_BUCKETS) if cfg.type == "histogram" else ()
+        # label values -> float (counter, gauge) or [bucket counts..., sum, count] (histogram, summary)
+        self.values: dict[tuple[str, ...], Any] = {}
+        self.touched: dict[tuple[str, ...], int] = {}  # label values -> newest event time since last emit
+
+
+class LineMetrics:
+    """The config's ``metrics``: counters, gauges, histograms and summaries of line fields."""
+
+    name = "metrics"
+
+    def __init__(self, metrics: Sequence[LogMetricConfig], base_labels: dict[str, str]) -> None:
+        self._metrics = [_Metric(m) for m in metrics]
+        self._base = base_labels
+        self.feeders = [_feeder(m) for m in self._metrics]
+
+    def feed(self, event: LineEvent) -> str | None:
+        fields, ts = event.fields, event.ts_ms
+        reason = None
+        for feeder in self.feeders:
+            r = feeder(fields, ts)
+            if r is not None and (reason is None or reason == "missing_field"):
+                reason = r  # the most telling reason of the line is counted
+        return reason
+
+    def feed_chunk(self, docs: list[dict[str, Any]], ts: int) -> bool:
+        """Apply a whole chunk of parsed lines at once (vectorised), or return False having changed nothing
+        when a line needs the per-line path (a missing field, a non-number, a negative counter increment)."""
+        if not docs:
+            return True
+        plans = []
+        for m in self._metrics:
+            plan = _chunk_plan(m, docs, ts)
+            if plan is None:
+                return False
+            plans.append(plan)
+        for plan in plans:
+            plan()
+        return True
+
+    def samples(self, now_ms: int, full: bool) -> list[Sample]:
+        out: list[Sample] = []
+        base = self._base
+        for m in self._metrics:
+            keys = m.values.keys() if full else list(m.touched)
+            for key in keys:
+                value = m.values.get(key)
+                if value is None:
+                    continue
+                ts = m.touched.get(key, now_ms) if now_ms < 0 else now_ms
+                labels = {**base, **dict(zip(m.label_names, key, strict=True))}
+                if m.kind in ("counter", "gauge"):
+                    out.append(Sample(SeriesKey.of(m.name, labels), ts, float(value)))
+                    continue
+                if m.kind == "histogram":
+                    acc = 0
+                    for le, n in zip(m.buckets, value, strict=False):
+                        acc += n
+                        out.append(Sample(SeriesKey.of(m.name + "_bucket", {**labels, "le": _le(le)}), ts, float(acc)))
+                    out.append(Sample(SeriesKey.of(m.name + "_bucket", {**labels, "le": "+Inf"}), ts, float(value[-1])))
+                out.append(Sample(SeriesKey.of(m.name + "_sum", labels), ts, float(value[-2])))
+                out.append(Sample(SeriesKey.of(m.name + "_count", labels), ts, float(value[-1])))
+            m.touched.clear()
+        return out
+
+    def meta(self) -> dict[str, MetricMeta]:
+        return {m.name: MetricMeta(MetricType(m.kind), m.cfg.help) for m in self._metrics}
+
+    def snapshot(self) -> Any:
+        return [
+            [m.name, m.kind, list(m.label_names), [[list(k), v] for k, v in m.values.items()]] for m in self._metrics
+        ]
+
+    def restore(self, state: Any) -> None:
+        by_name = {(name, kind, tuple(labels)): values for name, kind, labels, values in state or []}
+        for m in self._metrics:
+            values = by_name.get((m.name, m.kind, m.label_names))
+            m.values.clear()  # in place: the feeders hold these dicts
+            m.touched.clear()
+            for k, v in values or []:
+                if isinstance(v, list) and m.kind in ("histogram", "summary"):
+                    if len(v) != len(m.buckets) + 2:
+                        continue  # buckets changed: the histogram starts again
+                    v = [*v]
+                m.values[tuple(k)] = v
+
+
+Feeder = Callable[[dict[str, Any], int], "str | None"]
+
+
+def _key_builder(m: _Metric) -> Callable[[dict[str, Any]], tuple[str, ...] | None]:
+    """The label values of a line for ``m`` (None when a templated field is missing)."""
+    if not m.templates:
+        return lambda fields: ()
+    simple = [t.single.parts[0] if t.single is not None and len(t.single.parts) == 1 else None for t in m.templates]
+    if len(simple) == 1 and isinstance(simple[0], str):
+        name = simple[0]
+
+        def one(fields: dict[str, Any]) -> tuple[str, ...] | None:
+            v = fields.get(name)
+            if v is None:
+                return None
+            return (v if type(v) is str else _label_text(v),)
+
+        return one
+    templates = m.templates
+
+    def many(fields: dict[str, Any]) -> tuple[str, ...] | None:
+        out = []
+        for tpl in templates:
+            v = tpl.render(fields)
+            if v is None:
+                return None
+            out.append(v)
+        return tuple(out)
+
+    return many
+
+
+def _feeder(m: _Metric) -> Feeder:
+    """A closure that applies one line to one metric (specialised: this is the per-line hot path)."""
+    key_of = _key_builder(m)
+    values, touched, scale = m.values, m.touched, m.scale
+    field_path = m.field
+    simple = field_path.parts[0] if field_path is not None and len(field_path.parts) == 1 else None
+
+    def number(fields: dict[str, Any]) -> float | str:
+        raw = fields.get(simple, MISSING) if type(simple) is str else field_path.get(fields)  # type: ignore[union-attr]
+        if raw is MISSING or raw is None:
+            return "missing_field"
+        if type(raw) is float or type(raw) is int:
+            return raw * scale
+        x = to_number(raw)
+        if x is None or math.isnan(x):
+            return "not_a_number"
+        return x * scale
+
+    def touch(key: tuple[str, ...], ts: int) -> None:
+        if ts > touched.get(key, -1):
+            touched[key] = ts
+
+    single = m.templates[0].single if len(m.templates) == 1 else None
+    label_field = single.parts[0] if single is not None and len(single.parts) == 1 else None
+    if field_path is None and isinstance(label_field, str):  # the common case, inlined: count lines by a field
+
+        def count_by(fields: dict[str, Any], ts: int) -> str | None:
+            v = fields.get(label_field)
+            if v is None:
+                return "missing_field"
+            key = (v,) if type(v) is str else (_label_text(v),)
+            values[key] = values.get(key, 0.0) + scale
+            if ts > touched.get(key, -1):
+                touched[key] = ts
+            return None
+
+        return count_by
+    if field_path is None:  # count lines
+
+        def count(fields: dict[str, Any], ts: int) -> str | None:
+            key = key_of(fields)
+            if key is None:
+                return "missing_field"
+            values[key] = values.get(key, 0.0) + scale
+            touch(key, ts)
+            return None
+
+        return count
+    kind = m.kind
+    buckets = m.buckets
+    nb = len(buckets)
+
+    def observe(fields: dict[str, Any], ts: int) -> str | None:
+        key = key_of(fields)
+        if key is None:
+            return "missing_field"
+        x = fields.get(simple, MISSING) if type(simple) is str else MISSING
+        if type(x) is float or type(x) is int:
+            x = x * scale
+        else:
+            x = number(fields)
+            if type(x) is str:
+                return x
+        if x != x:  # noqa: PLR0124 (NaN)
+            return "not_a_number"
+        if kind == "counter":
+            if x < 0:
+                return "negative"
+            values[key] = values.get(key, 0.0) + x
+        elif kind == "gauge":
+            values[key] = float(x)
+        else:
+            cur = values.get(key)
+            if cur is None:
+                cur = values[key] = [0] * nb + [0.0, 0]
+            if nb:
+                i = bisect_left(buckets, x)
+                if i < nb:
+                    cur[i] += 1  # per-bucket counts; cumulated when written
+            cur[-2] += x
+            cur[-1] += 1
+        if ts > touched.get(key, -1):
+            touched[key] = ts
+        return None
+
+    return observe
+
+
+def _simple(path: FieldPath | None) -> str | None:
+    return path.parts[0] if path is not None and len(path.parts) == 1 and isinstance(path.parts[0], str) else None
+
+
+def _chunk_plan(m: _Metric, docs: list[dict[str, Any]], ts: int) -> Callable[[], None] | None:
+    """How ``m`` takes a chunk of lines in bulk (applied by calling the result), or None when any line of
+    the chunk needs the per-line path. Nothing is changed until the plan is applied."""
+    if len(m.templates) > 1 or (m.templates and m.templates[0].single is None):
+        return None
+    label_field = _simple(m.templates[0].single) if m.templates else None
+    if m.templates and label_field is None:
+        return None
+    if label_field is not None:
+        labs = [d.get(label_field) for d in docs]
+        if not all(type(v) is str for v in labs):
+            return None
+    else:
+        labs = []
+    values, touched, scale, kind = m.values, m.touched, m.scale, m.kind
+    if m.field is None:  # count lines per key
+        counts = collections.Counter(labs) if label_field is not None else {"": len(docs)}
+
+        def apply_count() -> None:
+            for lab, n in counts.items():
+                key: tuple[str, ...] = (str(lab),) if label_field is not None else ()
+                values[key] = values.get(key, 0.0) + n * scale
+                touched[key] = max(touched.get(key, -1), ts)
+
+        return apply_count
+    value_field = _simple(m.field)
+    if value_field is None:
+        return None
+    raw = [d.get(value_field) for d in docs]
+    if not all(type(v) is float or type(v) is int for v in raw):
+        return None
+    xs = np.asarray(raw, dtype=np.float64)
+    if scale != 1.0:
+        xs = xs * scale
+    if np.isnan(xs).any() or (kind == "counter" and (xs < 0).any()):
+        return None
+    keys: list[tuple[str, ...]]
+    if label_field is not None:
+        uniq, inverse = np.unique(np.asarray(labs, dtype=object), return_inverse=True)
+        keys = [(str(u),) for u in uniq.tolist()]
+    else:
+        inverse = np.zeros(len(xs), dtype=np.intp)
+        keys = [()]
+    groups = len(keys)
+    sums = np.bincount(inverse, weights=xs, minlength=groups)
+    counts_arr = np.bincount(inverse, minlength=groups)
+    if kind == "gauge":
+        last_index = np.zeros(groups, dtype=np.intp)
+        last_index[inverse] = np.arange(len(xs))  # the last write wins: the last line of each key
+        lasts = xs[last_index]
+    if kind == "histogram":
+        nb = len(m.buckets)
+        slot = np.searchsorted(np.asarray(m.buckets), xs, side="left")  # le is inclusive, as bisect_left
+        per_bucket = np.bincount(inverse * (nb + 1) + slot, minlength=groups * (nb + 1)).reshape(groups, nb + 1)
+
+    def apply() -> None:
+        for g, key in enumerate(keys):
+            if kind == "counter":
+                values[key] = values.get(key, 0.0) + float(sums[g])
+            elif kind == "gauge":
+                values[key] = float(lasts[g])
+            else:
+                cur = values.get(key)
+                if cur is None:
+                    cur = values[key] = [0] * len(m.buckets) + [0.0, 0]
+                if kind == "histogram":
+                    for i in range(len(m.buckets)):
+                        cur[i] += int(per_bucket[g, i])
+                cur[-2] += float(sums[g])
+                cur[-1] += int(counts_arr[g])
+            touched[key] = max(touched.get(key, -1), ts)
+
+    return apply
+
+
+def _le(bound: float) -> str:
+    return format_float(bound)

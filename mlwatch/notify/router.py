@@ -134,8 +134,8 @@ class Router:
             prior = self.alerts.get(fp)
             if prior is not None and ends is not None and prior.ends_at is not None:
                 continue  # already known resolved
-            if prior is None and ends is not None:
-                continue  # resolved before we ever saw it firing: nothing to tell
+            # A resolved alert we have not seen firing (e.g. it resolved at the first evaluation after a
+            # restart) still goes to its groups: they tell it ended if their persisted state says it was sent.
             ra = RoutedAlert(
                 fp,
                 dict(a.labels),

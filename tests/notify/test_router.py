@@ -191,3 +191,25 @@ def test_matchers() -> None:
     assert m.is_regex and m.matches({"model": "m1"}) and not m.matches({"model": "x"})
     assert parse_matcher("env!=dev").matches({"env": "prod"})
     assert not parse_matcher('job!~"test.*"').matches({"job": "test1"})
+
+
+async def test_resolution_right_after_a_restart_is_notified() -> None:
+    r, sent = make()
+    t = 1000.0
+    r.receive([alert("AccuracyLow", t, model="a")], t)
+    await r.flush(t)
+    assert len(sent.take()) == 1
+    persisted = {k: (ls, h, f) for k, ls, h, f in sent.states}
+    cfg = parse_config(CFG)
+    again = Router(
+        routes=cfg.routes,
+        inhibit_rules=cfg.inhibit_rules,
+        notifiers=cfg.notifiers,
+        silences=list,
+        enqueue=sent,
+        persisted=persisted,
+    )
+    again.receive([alert("AccuracyLow", t + 30, AlertState.RESOLVED, model="a")], t + 30)
+    await again.flush(t + 30)
+    assert sent.take() == [("all", "resolved", ["a:resolved"])]
+    assert again.alerts == {} and again.groups == {}

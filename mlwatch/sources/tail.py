@@ -313,7 +313,7 @@ class Tailer:
                 skipping = False
             parts = body[start:].split(b"\n")
             parts.pop()  # what follows the last newline: nothing
-            if not self.positions and len(body) - start <= limit:
+            if not self.positions and (len(body) - start <= limit or max(map(len, parts), default=0) <= limit):
                 lines.extend(zip(parts, itertools.repeat("")))  # the common case, at C speed
             else:
                 key = _fp_key(fp)

@@ -151,7 +151,7 @@ class DriftWindow:
         return out
 
     def snapshot(self) -> Any:
-        dump = (lambda a: a) if self.numeric else (lambda a: dict(a))
+        dump = (lambda a: [a[0], list(a[1])]) if self.numeric else (lambda a: dict(a))
         base = self.baseline if self.numeric or self.baseline is None else dict(self.baseline)
         return {"b": self.buckets.snapshot(dump), "first": self.first_ms, "base": base}
 

@@ -496,11 +496,11 @@ class QualityOperator:
                 "undefined": [[m, r, n] for (m, r), n in g.undefined.items()],
                 "unlabeled": g.unlabeled,
                 "pending_dropped": g.pending_dropped,
-                "made": g.made.snapshot(lambda m: m),
-                "delays": g.delays,
+                "made": g.made.snapshot(list),
+                "delays": list(g.delays),
                 "matured": [[w, dump(a)] for w, a in g.matured.items()],
                 "drift": {name: dw.snapshot() for name, dw in g.drift.items()},
-                "strata": g.strata.snapshot(dict) if g.strata is not None else None,
+                "strata": g.strata.snapshot(_dump_strata) if g.strata is not None else None,
             })  # fmt: skip
         return {
             "kind": self.name,
@@ -541,6 +541,10 @@ class QualityOperator:
         self.label_done = int(state["label_done"])
         self.newest = int(state["newest"])
         self.last_emit = int(state["last_emit"])
+
+
+def _dump_strata(acc: dict[str, list[int]]) -> dict[str, list[int]]:
+    return {h: list(cell) for h, cell in acc.items()}
 
 
 def _load_strata(raw: Any) -> dict[str, list[int]]:

@@ -70,3 +70,38 @@ async def test_log_file_to_stored_series(
         yy, pp = [r["label"] for r in mine], [r["pred"] for r in mine]
         assert tp[-1][1] == sklearn_metrics.confusion_matrix(yy, pp)[1, 1]
         assert stored("ai_model_label_coverage", **job, model=model)[-1][1] == 1.0
+
+
+async def test_restarts_between_predictions_and_labels_count_each_outcome_once(
+    tmp_path: Path, writer: Writer, reader: Reader, stored: Stored, clock: FakeClock
+) -> None:
+    cfg = parse_config(CONFIG.format(dir=tmp_path))
+    rows = [{"ts": T0 + i, "model": "m1", "request_id": f"q{i}", "pred": i % 2, "label": (i // 2) % 2}
+            for i in range(40)]  # fmt: skip
+    preds = tmp_path / "predictions.jsonl"
+    labels = tmp_path / "labels.jsonl"
+    preds.write_bytes(b"".join(orjson.dumps({k: v for k, v in r.items() if k != "label"}) + b"\n" for r in rows))
+
+    async def daemon_run(times: int) -> None:  # a fresh manager and operators each time: a restart
+        m = SourceManager(cfg.sources, writer, reader, clock=clock, operators_for=MlOperators(cfg.sources))
+        await m.start(None)
+        for _ in range(times):
+            await m.run_once()
+            clock.advance(1)
+        await m.stop()
+
+    await daemon_run(1)
+    for half in (rows[:20], rows[20:]):
+        with labels.open("ab") as f:
+            f.writelines(orjson.dumps({"ts": T0 + 45, "request_id": r["request_id"], "label": r["label"]}) + b"\n"
+                         for r in half)  # fmt: skip
+        await daemon_run(1)  # the label source reads the labels; the prediction source may take them now or next time
+    await daemon_run(2)
+    job = {"job": "predictions", "instance": str(tmp_path / "predictions*.jsonl"), "model": "m1"}
+    y, p = [r["label"] for r in rows], [r["pred"] for r in rows]
+    tn, fp, fn, tp = sklearn_metrics.confusion_matrix(y, p).ravel()
+    got = [stored(f"ai_model_{c}_total", **job)[-1][1] for c in ("tp", "fp", "tn", "fn")]
+    assert got == [tp, fp, tn, fn]
+    assert stored("ai_model_accuracy", **job)[-1][1] == pytest.approx(sklearn_metrics.accuracy_score(y, p), abs=1e-12)
+    assert stored("ai_model_samples", **job)[-1][1] == 40
+    assert stored("ai_model_orphan_labels_total", job="predictions", instance=job["instance"])[-1][1] == 0

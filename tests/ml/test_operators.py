@@ -307,3 +307,32 @@ def test_stratified_sample_is_reweighted_to_the_population(tmp_path: Path) -> No
     lo, hi = latest(s, "s_accuracy_population_lower"), latest(s, "s_accuracy_population_upper")
     assert lo is not None and hi is not None and lo < expected < hi
     assert latest(s, "s_accuracy_lower") is not None  # sampled: the Wilson interval of the sample figure too
+
+
+def test_a_refused_batch_rolls_every_figure_back(tmp_path: Path) -> None:
+    text = JOIN.replace(
+        "prefix: j}", "prefix: j, by_prediction_time: true, drift: {numeric: [x], categorical: [pred]}}"
+    )
+    text = text.replace(
+        "    timestamp: {field: ts, format: unix_ms}\n    classification",
+        "    timestamp: {field: ts, format: unix_ms}\n    sampling: {strategy: stratified, by: pred, rate: 1}\n    classification",
+    )
+    cfgs = sources(tmp_path, text)
+    once: dict[str, bytes] = {}
+    twice: dict[str, bytes] = {}
+    rows = [{"ts": T0 + i * 100, "id": f"r{i}", "pred": i % 2, "x": i % 7, **({"label": 1} if i % 3 else {})}
+            for i in range(50)]  # fmt: skip
+    labels = [{"ts": T0 + 6000 + i, "id": f"r{i}", "label": i % 2} for i in range(0, 50, 3)]
+    a_preds, a_truth = build(cfgs)
+    b_preds, b_truth = build(cfgs)
+    for part in (0, 1):
+        write(tmp_path / "pred.jsonl", rows[part * 25 : part * 25 + 25])
+        write(tmp_path / "labels.jsonl", [d for d in labels if int(d["id"][1:]) // 25 == part])
+        collect(a_truth, 0, once)
+        s1 = collect(a_preds, 0, once)
+        collect(b_truth, 0, twice)
+        if part:
+            b_preds.collect_sync(0).abort()  # storage refused the batch: everything as before
+        s2 = collect(b_preds, 0, twice)
+    assert sorted((s.key, s.ts, s.value) for s in s1) == sorted((s.key, s.ts, s.value) for s in s2)
+    assert orjson.loads(once["log/preds"])["ops"] == orjson.loads(twice["log/preds"])["ops"]

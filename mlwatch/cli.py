@@ -136,11 +136,15 @@ def db_current(config_path: str | None, db_url: str | None, debug: bool, log_for
 
 
 def _register_commands() -> None:
+    from mlwatch.commands.alerts import alerts_command
     from mlwatch.commands.importer import import_command
+    from mlwatch.commands.notify import notify_group
     from mlwatch.commands.query import query_command
+    from mlwatch.commands.silence import silence_group
+    from mlwatch.commands.tui import tui_command
 
-    main.add_command(query_command)
-    main.add_command(import_command)
+    for command in (query_command, import_command, alerts_command, silence_group, notify_group, tui_command):
+        main.add_command(command)
 
 
 _register_commands()

@@ -17,7 +17,9 @@ from mlwatch.config import Config, load_config
 from mlwatch.errors import ConfigError, MlwatchError, StorageError
 from mlwatch.ml.operators import MlOperators
 from mlwatch.model import Clock, MetricType
+from mlwatch.notify.service import AlertingService, query_from_engine
 from mlwatch.selfmetrics import OwnMetrics
+from mlwatch.server.alerting_api import AlertingApi
 from mlwatch.server.api import PrometheusApi
 from mlwatch.server.app import AppDeps, build_app
 from mlwatch.server.auth import AuthPolicy
@@ -131,6 +133,14 @@ class Daemon:
             writer=self.writer,
             retention_ms=lambda: self.config.storage.retention,
         )
+        self.alerting = AlertingService(
+            cfg,
+            query=query_from_engine(self.api.engine),
+            writer=self.writer,
+            clock=self.clock,
+            base_dir=Path(self.options.config_path).parent if self.options.config_path else None,
+            external_url=f"{'https' if cfg.server.tls else 'http'}://{cfg.server.listen}",
+        )
         app = build_app(
             AppDeps(
                 reader=self.reader,
@@ -141,7 +151,7 @@ class Daemon:
                 reload=self.reload,
                 ready=lambda: self._ready,
                 max_body_bytes=cfg.server.max_body_bytes,
-                routes=[self.push, self.api, self.sources],
+                routes=[self.push, self.api, self.sources, AlertingApi(self.alerting)],
             )
         )
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=STOP_GRACE_SECONDS)
@@ -158,6 +168,7 @@ class Daemon:
         self._schedule()
         self.scheduler.start()
         await self.sources.start(self.scheduler)
+        await self.alerting.start(self.scheduler)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
@@ -172,6 +183,7 @@ class Daemon:
             log.info("stopping")
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            await self.alerting.stop()
             await self.sources.stop()
             self.scheduler.shutdown(wait=False)
             await runner.cleanup()
@@ -253,6 +265,7 @@ class Daemon:
             declared_type=self._declared_types(new).get,
         )
         self._schedule()
+        self.alerting.reconfigure(new)
         self.ml.reconfigure(new.sources)
         await self.sources.reconfigure(new.sources)
         self.own.reload_ok.set(1)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from mlwatch.cli import common_options, handle_errors
+from mlwatch.commands.common import common_options, handle_errors
 from mlwatch.commands.silence import _table, open_store, usage
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from mlwatch.cli import common_options, handle_errors
+from mlwatch.commands.common import common_options, handle_errors
 from mlwatch.commands.silence import usage
 from mlwatch.errors import MlwatchError, NotifyError
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
-from mlwatch.cli import common_options, handle_errors
+from mlwatch.commands.common import common_options, handle_errors
 from mlwatch.errors import MlwatchError
 
 

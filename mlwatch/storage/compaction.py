@@ -43,6 +43,22 @@ class CompactionBatch:
     inserts: list[tuple[int, int, int, int, int, bytes]] = field(default_factory=list)
     deletes: list[tuple[int]] = field(default_factory=list)
     samples: int = 0
+    # Open (partly filled) chunks, written together after every full chunk of the compaction so
+    # that they share pages; each with the old chunks it replaces (deleted in the same transaction).
+    deferred: list[tuple[list[int], tuple[int, int, int, int, int, bytes]]] = field(default_factory=list)
+
+    def write_deferred(self, conn: sqlite3.Connection, limit: int) -> int:
+        """Write up to ``limit`` deferred open chunks (largest first); returns how many remain."""
+        if not self.deferred:
+            return 0
+        self.deferred.sort(key=lambda d: len(d[1][5]))
+        batch = self.deferred[-limit:][::-1]
+        del self.deferred[-limit:]
+        dels = [(i,) for old, _ in batch for i in old]
+        if dels:
+            conn.executemany("DELETE FROM chunks WHERE id = ?", dels)
+        conn.executemany(_INSERT, [row for _, row in batch])
+        return len(self.deferred)
 
     def write(self, conn: sqlite3.Connection) -> None:
         if self.deletes:
@@ -83,17 +99,29 @@ def compact_series(
             and tail[3] < _chunks.MAX_SPAN_MS * 0.9
         ):
             rows = [(tail[0], tail[4])]
+    old_ts: I64 = ts[:0]
     if rows:
         old_ts, old_bits = decode_rows([r[1] for r in rows])
         ts, bits = merge(old_ts, old_bits, ts, bits)
-        out.deletes.extend((r[0],) for r in rows)
     plan = plan_chunks(ts, bits)
     carry_ts, carry_bits = ts[:0], bits[:0]
     if not flush and not merged_old:  # the last chunk of a plan is the partly filled one
         lo, _, _ = plan.bounds.pop()
         carry_ts, carry_bits = ts[lo:], bits[lo:]
+    old_ids = [r[0] for r in rows]
+    old_max = int(old_ts[-1]) if rows and len(old_ts) else None
+    staged: list[tuple[int, int, int, int, int, bytes]] = []
     for lo, hi, _ in plan.bounds:
         for cts, cbits, data in encode_run(ts[lo:hi], bits[lo:hi], plan.scale, None, plan.whole):
-            out.inserts.append((sid, int(cts[0]), int(cts[-1]), len(cts), int(cbits[-1]), data))
+            staged.append((sid, int(cts[0]), int(cts[-1]), len(cts), int(cbits[-1]), data))
             out.samples += len(cts)
+    last = staged[-1] if staged else None
+    if flush and last is not None and len(last[5]) < open_limit():
+        if len(staged) == 1:  # the open chunk replaces the old ones alone: defer all of it
+            out.deferred.append((old_ids, last))
+            return carry_ts, carry_bits
+        if old_max is None or last[1] > old_max:  # only head samples (still in the log): defer it
+            out.deferred.append(([], staged.pop()))
+    out.deletes.extend((i,) for i in old_ids)
+    out.inserts.extend(staged)
     return carry_ts, carry_bits

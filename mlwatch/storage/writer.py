@@ -584,6 +584,7 @@ class Writer:
             n_series = len(ss.uniq)
             i = 0
             carry_total = 0
+            tails = CompactionBatch()
             while i < n_series:
                 j = min(n_series, i + STEP_SERIES)
                 lim = int(np.searchsorted(ss.starts, ss.starts[i] + STEP_SAMPLES, side="right")) - 1
@@ -603,12 +604,26 @@ class Writer:
                             carry_total += len(ct)
                     out.write(conn)
                     conn.execute("COMMIT")
+                    tails.deferred.extend(out.deferred)
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
                 total += out.samples
                 i = j
+                self.stats.compaction_seconds += time.perf_counter() - t0
+                yield None
+                t0 = time.perf_counter()
+            # The open chunks, together (so that they share pages), a bounded number per transaction.
+            while tails.deferred:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    tails.write_deferred(conn, 2000)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
                 self.stats.compaction_seconds += time.perf_counter() - t0
                 yield None
                 t0 = time.perf_counter()

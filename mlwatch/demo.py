@@ -116,8 +116,8 @@ def build_config(plan: DemoPlan) -> str:
              "labels": {"severity": "warning"}},
             {"alert": "LatencyHigh",
              "threshold": {"expr": "histogram_quantile(0.99, sum by (le, model) "
-                                   f"(rate(router_latency_seconds_bucket[{window}])))",
-                           "above": 1.0, "for": s(30)},
+                                   f"(rate(ai_model_latency_seconds_bucket[{window}])))",
+                           "above": 0.25, "for": s(20)},
              "labels": {"severity": "warning"}},
             {"alert": "PredictionsMissing", "absent": {"metric": "ai_model_predictions_total", "for": s(60)}},
         ],
@@ -134,8 +134,9 @@ class LiveStream:
         self.directory = directory
         self.speed = speed
         self.start = time.time()
-        drop = DROP_AFTER_S / speed
-        self._fraud = ModelSpec("fraud-v2", accuracy=0.96, drop_at_s=drop, accuracy_after=0.62, latency_ms=35.0)
+        # fraud-v2 is healthy, then degraded (wrong more often, and slow), then healthy again.
+        self._fraud = ModelSpec("fraud-v2", accuracy=0.96, latency_ms=35.0)
+        self._degraded = ModelSpec("fraud-v2", accuracy=0.62, latency_ms=140.0)
         self._router = ModelSpec("router-v1", classes=("billing", "support", "sales"), weights=(0.5, 0.3, 0.2),
                                  accuracy=0.88, latency_ms=120.0, latency_sigma=0.8)
         self._rnd = random.Random(seed)
@@ -145,12 +146,12 @@ class LiveStream:
         self._n = 0
         self.written = 0
 
-    def _recovered(self, offset: float) -> bool:
-        return offset >= RECOVER_AFTER_S / self.speed
+    def degraded(self, offset: float) -> bool:
+        return DROP_AFTER_S / self.speed <= offset < RECOVER_AFTER_S / self.speed
 
     def _prediction(self, model: ModelSpec, offset: float) -> Prediction:
-        if model is self._fraud and self._recovered(offset):
-            model = ModelSpec("fraud-v2", accuracy=0.96, latency_ms=35.0)
+        if model is self._fraud and self.degraded(offset):
+            model = self._degraded
         self._n += 1
         return self._stream._one(self._rnd, model, offset, self._n)
 
@@ -191,7 +192,7 @@ class LiveStream:
 async def _stats_server(port: int, stream: LiveStream) -> web.AppRunner:
     async def stats(_request: web.Request) -> web.Response:
         offset = time.time() - stream.start
-        busy = 0.55 + 0.3 * (offset >= DROP_AFTER_S / stream.speed) + 0.05 * stream._rnd.random()
+        busy = 0.55 + 0.3 * stream.degraded(offset) + 0.05 * stream._rnd.random()
         doc = {"models": [{"name": "fraud-v2", "gpu": round(busy, 3), "queue": stream._rnd.randint(0, 12)}]}
         return web.json_response(doc)
 
@@ -214,7 +215,7 @@ async def _feed(daemon: Daemon, plan: DemoPlan, stream: LiveStream) -> None:
             await asyncio.to_thread(stream.tick, now, now - last)
             last = now
             if now >= next_push and daemon.ready:
-                acc = 0.95 if now - stream.start < DROP_AFTER_S / plan.speed else 0.71
+                acc = 0.71 if stream.degraded(now - stream.start) else 0.95
                 body = ("# HELP nightly_eval_accuracy Accuracy on the nightly evaluation set.\n"
                         "# TYPE nightly_eval_accuracy gauge\n"
                         f"nightly_eval_accuracy {acc}\n")

@@ -47,6 +47,7 @@ class ChartSeries:
     values: npt.NDArray[np.float64]
     stats: tuple[float, float, float, float]
     from_rollup: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +338,8 @@ class ReadSide:
         out = []
         for labels, ts, vals in res.series:
             v = np.asarray(vals, dtype=np.float64)
-            out.append(ChartSeries(format_labels(labels) or expr, ts.astype(np.float64) / 1000, v, _stats(v)))
+            out.append(ChartSeries(format_labels(labels) or expr, ts.astype(np.float64) / 1000, v, _stats(v),
+                                   labels=dict(labels)))
         return out
 
     def _selector_chart(self, matchers: list[Any], start: float, end: float, width: int) -> list[ChartSeries]:
@@ -388,22 +390,34 @@ class ReadSide:
             else:
                 stats = (float("nan"),) * 4  # type: ignore[assignment]
             name = format_labels((("__name__", info.key.name), *info.key.labels))
-            out.append(ChartSeries(name, t_all[order], v_all[order], stats, used_rollup))
+            out.append(ChartSeries(name, t_all[order], v_all[order], stats, used_rollup,
+                                   {"__name__": info.key.name, **dict(info.key.labels)}))
         return out
 
     def thresholds(self, expr: str) -> list[Threshold]:
         """Threshold lines of the alerting rules (configured, or seen in the history) watching ``expr``'s metrics."""
         names = metric_names(expr)
-        exprs = dict(self._rules)
-        for e in self.events(0):
-            if e.condition and e.name not in exprs:
-                exprs[e.name] = e.condition
+        exprs = set(self._rules) | {(e.name, e.condition) for e in self.events(0) if e.condition}
+        shown = self._selected_ids(expr)
         out = []
-        for alertname, rule_expr in sorted(exprs.items()):
+        for alertname, rule_expr in sorted(exprs):
             parsed = threshold_of(rule_expr)
-            if parsed and metric_names(parsed[0]) & names:
+            if not parsed or not metric_names(parsed[0]) & names:
+                continue
+            watched = self._selected_ids(parsed[0])
+            if shown is None or watched is None or shown & watched:  # the rule watches a charted series
                 out.append(Threshold(alertname, parsed[1], parsed[2]))
-        return out
+        return sorted(set(out), key=lambda t: (t.alertname, t.value))
+
+    def _selected_ids(self, expr: str) -> set[int] | None:
+        """Ids of the series a plain selector selects; None for any other expression."""
+        from mlwatch.errors import QueryError
+        from mlwatch.promql.selector import parse_selector
+
+        try:
+            return {s.id for s in self.reader.series(parse_selector(expr.strip()))}
+        except QueryError:
+            return None
 
     # ---------------------------------------------------------------- alerts, notifications, sources
 

@@ -17,7 +17,7 @@ from mlwatch.readside import AlertEvent, AlertInfo
 from mlwatch.tui.messages import SilenceRequest
 from mlwatch.tui.screens.base import DataScreen
 from mlwatch.tui.widgets.fmt import ago, keep, labels, num, when
-from mlwatch.tui.widgets.table import VimTable
+from mlwatch.tui.widgets.table import VimTable, add_columns
 
 HISTORY = ("1h", "6h", "24h", "7d", "30d")
 _STATE_STYLE = {"firing": "bold red", "pending": "yellow", "resolved": "green"}
@@ -115,8 +115,10 @@ class AlertsScreen(DataScreen):
         yield VimTable(id="al-history")
 
     def on_mount(self) -> None:
-        self.query_one("#al-active", DataTable).add_columns("STATE", "ALERT", "SINCE", "VALUE", "LABELS", "SUMMARY")
-        self.query_one("#al-history", DataTable).add_columns("TIME", "EVENT", "ALERT", "VALUE", "LABELS")
+        add_columns(self.query_one("#al-active", DataTable), ("STATE", 9), ("ALERT", 20), ("SINCE", 9), ("VALUE", 8),
+                    ("LABELS", 36), ("SUMMARY", 40))
+        add_columns(self.query_one("#al-history", DataTable), ("TIME", 14), ("EVENT", 9), ("ALERT", 20), ("VALUE", 8),
+                    ("LABELS", 60))
         super().on_mount()
 
     def collect(self) -> AlertsData:

@@ -33,12 +33,20 @@ class ExplorerData:
     end: float
 
 
-def firing_periods(events: list[AlertEvent], names: set[str], end: float) -> list[tuple[float, float, str]]:
+def _compatible(alert: dict[str, str], series: list[dict[str, str]]) -> bool:
+    """The alert's labels agree with some charted series on every label both carry."""
+    if not series:
+        return True
+    return any(all(s[k] == v for k, v in alert.items() if k in s and k != "__name__") for s in series)
+
+
+def firing_periods(events: list[AlertEvent], names: set[str], end: float,
+                   series: list[dict[str, str]] | None = None) -> list[tuple[float, float, str]]:
     """(from, to, alertname) of each period an alert in ``names`` was firing; an open one ends at ``end``."""
     open_: dict[tuple[str, str], float] = {}
     out = []
     for e in events:
-        if e.name not in names:
+        if e.name not in names or not _compatible(e.labels, series or []):
             continue
         key = (e.name, labels(e.labels))
         if e.event == "firing":
@@ -76,13 +84,16 @@ class ExplorerScreen(DataScreen):
 
     def on_mount(self) -> None:
         self.query_one("#ex-range", Input).display = False
+        self.query_one("#ex-expr", Input).value = self.expr
         super().on_mount()
         self.query_one("#ex-list").focus()
 
     def show_expr(self, expr: str) -> None:
         self.expr = expr
-        self.query_one("#ex-expr", Input).value = expr
-        self.reload()
+        if self.is_mounted:
+            self.query_one("#ex-expr", Input).value = expr
+            self.reload()
+        # else on_mount shows it
 
     def collect(self) -> ExplorerData:
         d = self.data
@@ -95,7 +106,7 @@ class ExplorerScreen(DataScreen):
         lines = d.chart(self.expr, start, end, width)
         thresholds = d.thresholds(self.expr)
         names = {t.alertname for t in thresholds}
-        firing = firing_periods(d.events(start - 30 * 86400), names, end) if names else []
+        firing = firing_periods(d.events(start - 30 * 86400), names, end, [s.labels for s in lines]) if names else []
         return ExplorerData(series, lines, thresholds, firing, start, end)
 
     def draw(self, payload: Any) -> None:

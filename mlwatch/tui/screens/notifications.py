@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 from mlwatch.readside import NotificationInfo
 from mlwatch.tui.screens.base import DataScreen
 from mlwatch.tui.widgets.fmt import keep, when
-from mlwatch.tui.widgets.table import VimTable
+from mlwatch.tui.widgets.table import VimTable, add_columns
 
 _STYLE = {"delivered": "green", "pending": "yellow", "failed": "bold red", "expired": "red"}
 
@@ -27,8 +27,8 @@ class NotificationsScreen(DataScreen):
         yield Static("", id="nt-detail")
 
     def on_mount(self) -> None:
-        self.query_one("#nt-table", DataTable).add_columns(
-            "CREATED", "NOTIFIER", "STATUS", "ATTEMPTS", "ALERTS", "LAST ERROR")
+        add_columns(self.query_one("#nt-table", DataTable), ("CREATED", 14), ("NOTIFIER", 16), ("STATUS", 10),
+                    ("ATTEMPTS", 8), ("ALERTS", 20), ("LAST ERROR", 50))
         super().on_mount()
 
     def collect(self) -> list[NotificationInfo]:

@@ -13,7 +13,7 @@ from mlwatch.readside import AlertInfo, SeriesRow, SourceInfo
 from mlwatch.tui.messages import ShowSeries
 from mlwatch.tui.screens.base import DataScreen
 from mlwatch.tui.widgets.fmt import ago, keep, labels, num, sparkline, trend
-from mlwatch.tui.widgets.table import VimTable
+from mlwatch.tui.widgets.table import VimTable, add_columns
 
 
 @dataclass
@@ -33,8 +33,10 @@ class OverviewScreen(DataScreen):
         yield Static("", id="ov-down")
 
     def on_mount(self) -> None:
-        self.query_one("#ov-alerts", DataTable).add_columns("STATE", "ALERT", "SINCE", "VALUE", "LABELS")
-        self.query_one("#ov-series", DataTable).add_columns("SERIES", "LABELS", "VALUE", "TREND", "LAST HOUR")
+        add_columns(self.query_one("#ov-alerts", DataTable), ("STATE", 9), ("ALERT", 22), ("SINCE", 9), ("VALUE", 9),
+                    ("LABELS", 60))
+        add_columns(self.query_one("#ov-series", DataTable), ("SERIES", 28), ("LABELS", 38), ("VALUE", 9),
+                    ("TREND", 5), ("LAST HOUR", 20))
         super().on_mount()
 
     def collect(self) -> OverviewData:

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Static
 from mlwatch.readside import SourceInfo
 from mlwatch.tui.screens.base import DataScreen
 from mlwatch.tui.widgets.fmt import ago, keep
-from mlwatch.tui.widgets.table import VimTable
+from mlwatch.tui.widgets.table import VimTable, add_columns
 
 _STYLE = {"up": "green", "down": "bold red", "unknown": "yellow"}
 
@@ -29,8 +29,8 @@ class SourcesScreen(DataScreen):
         yield Static("", id="src-detail")
 
     def on_mount(self) -> None:
-        self.query_one("#src-table", DataTable).add_columns(
-            "JOB", "INSTANCE", "TYPE", "HEALTH", "LAST", "DURATION", "SAMPLES", "ERRORS")
+        add_columns(self.query_one("#src-table", DataTable), ("JOB", 16), ("INSTANCE", 34), ("TYPE", 8), ("HEALTH", 8),
+                    ("LAST", 9), ("DURATION", 9), ("SAMPLES", 9), ("ERRORS", 7))
         super().on_mount()
 
     def collect(self) -> tuple[list[SourceInfo], float]:

@@ -43,7 +43,6 @@ class SeriesChart(PlotextPlot):
                          marker="braille")
         for t in thresholds:
             plt.hline(t.value, "red")
-            plt.text(f"{t.alertname} {t.op} {t.value:g}", start + (end - start) * 0.01, t.value, color="red")
         labelled: set[str] = set()
         for a, b, name in firing:
             a, b = max(a, start), min(b, end)

@@ -31,3 +31,9 @@ class VimOptionList(OptionList):
         Binding("g", "first", "First", show=False),
         Binding("G", "last", "Last", show=False),
     ]
+
+
+def add_columns(table: DataTable[str], *columns: tuple[str, int]) -> None:
+    """Fixed widths: the layout does not depend on which rows arrived first (stable frames, no jumping)."""
+    for label, width in columns:
+        table.add_column(label, width=width)

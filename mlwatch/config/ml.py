@@ -89,6 +89,7 @@ class _WindowedConfig(_Model):
 class ClassificationConfig(_WindowedConfig):
     label: FieldPath
     score: FieldPath | None = None
+    """Binary: the positive class' probability; multiclass: a mapping of class to probability."""
     positive: Annotated[str, BeforeValidator(_class_value)] | None = None
     auc_bins: Annotated[int, Field(ge=2, le=100_000)] = 100
     confidence: Annotated[float, Field(allow_inf_nan=False)] = 0.95
@@ -98,12 +99,6 @@ class ClassificationConfig(_WindowedConfig):
     @classmethod
     def _confidence(cls, value: float) -> float:
         return _level(value)
-
-    @model_validator(mode="after")
-    def _score_needs_positive(self) -> ClassificationConfig:
-        if self.score is not None and self.positive is None:
-            raise ValueError("score (the positive class' probability) needs positive (binary classification)")
-        return self
 
 
 class RegressionConfig(_WindowedConfig):

@@ -62,6 +62,11 @@ class ConfusionCounts:
         b = min(int(score * bins), bins - 1)
         (self.pos_bins if is_positive else self.neg_bins)[b] += 1
 
+    def add_probability(self, p_true: float) -> None:
+        """A multiclass score: the probability the model gave the true class (log-loss only)."""
+        self.log_loss_sum -= math.log(min(max(p_true, EPS), 1 - EPS))
+        self.scored += 1
+
     def merge(self, other: ConfusionCounts) -> None:
         self.cm.update(other.cm)
         self.log_loss_sum += other.log_loss_sum
@@ -204,6 +209,7 @@ class MulticlassFigures:
     per_class: dict[str, dict[str, float]]  # class -> precision/recall/f1 (those defined)
     averages: dict[str, dict[str, float]]  # macro/micro/weighted -> precision/recall/f1 (those defined)
     undefined: list[Undefined]
+    log_loss: float | None = None
 
 
 _PER_CLASS = (("precision", "no_predictions_of_class"), ("recall", "no_labels_of_class"), ("f1", "class_absent"))
@@ -252,7 +258,8 @@ def multiclass_figures(counts: ConfusionCounts) -> MulticlassFigures:
             if name not in figs:
                 undefined.append(Undefined(name, reason))
         del c
-    return MulticlassFigures(accuracy, per_class, averages, undefined)
+    log_loss = counts.log_loss_sum / counts.scored if counts.scored else None
+    return MulticlassFigures(accuracy, per_class, averages, undefined, log_loss)
 
 
 def _mean(values: Iterable[float]) -> float:

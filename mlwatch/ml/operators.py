@@ -179,7 +179,7 @@ class QualityOperator:
         return g
 
     def _outcome(
-        self, g: _Group, known_ms: int, pred_ms: int, pred: Any, truth: Any, score: float | None, stratum: str | None
+        self, g: _Group, known_ms: int, pred_ms: int, pred: Any, truth: Any, score: Any, stratum: str | None
     ) -> None:
         if g.strata is not None and stratum is not None:
             cell = g.strata.at(known_ms).setdefault(stratum, [0, 0, 0])
@@ -197,12 +197,30 @@ class QualityOperator:
                 acc.add(truth, pred)
                 if score is not None and i != 1:
                     assert isinstance(self.cfg, ClassificationConfig)
-                    acc.add_score(truth == self.cfg.positive, score, self.cfg.auc_bins)
+                    if isinstance(score, dict):
+                        acc.add_probability(score.get(truth, 0.0))
+                    else:
+                        acc.add_score(truth == self.cfg.positive, score, self.cfg.auc_bins)
             else:
                 acc.add(truth, pred)
         self.changed = True
 
     # ---------------------------------------------------------------- LineOperator
+    def _read_score(self, raw: Any) -> Any:
+        """Binary: a probability; multiclass: ``{class: probability}``; None when it is neither."""
+        if self.cfg.positive is not None:  # type: ignore[union-attr]
+            x = to_number(raw)
+            return x if x is not None and 0 <= x <= 1 else None
+        if not isinstance(raw, dict):
+            return None
+        out = {}
+        for k, v in raw.items():
+            x = to_number(v)
+            if x is None or not 0 <= x <= 1:
+                return None
+            out[class_text(k)] = x
+        return out
+
     def _stratum(self, fields: dict[str, Any]) -> str | None:
         if self._strat is None:
             return None
@@ -252,8 +270,8 @@ class QualityOperator:
         if self._score is not None:
             s = self._score.get(fields)
             if s is not MISSING and s is not None:
-                score = to_number(s)
-                if score is None or not 0 <= score <= 1:
+                score = self._read_score(s)
+                if score is None:
                     return "bad_score"
         ts = event.ts_ms
         self.newest = max(self.newest, ts)
@@ -317,7 +335,7 @@ class QualityOperator:
             self._match(self._group(tuple(gkey)), it.ts_ms, raw, pred_ms, pred, score, stratum)
 
     def _match(
-        self, g: _Group, label_ms: int, raw: Any, pred_ms: int, pred: Any, score: float | None, stratum: str | None
+        self, g: _Group, label_ms: int, raw: Any, pred_ms: int, pred: Any, score: Any, stratum: str | None
     ) -> None:
         truth = self._value(raw)
         known = max(label_ms, pred_ms)
@@ -389,6 +407,8 @@ class QualityOperator:
                 out += self._interval(mfig.accuracy * n, n, labels, t)
             for average, figs in mfig.averages.items():
                 out += [self._s(k, {**labels, "average": average}, t, v) for k, v in figs.items()]
+            if mfig.log_loss is not None:
+                out.append(self._s("log_loss", labels, t, mfig.log_loss))
             for c, figs in mfig.per_class.items():
                 out += [self._s(k, {**labels, "class": c}, t, v) for k, v in figs.items()]
             out.append(self._s("samples", labels, t, n))

@@ -202,3 +202,25 @@ def test_bucket_window_covers_half_open_interval() -> None:
     w.evict(12_000)
     assert [x for acc in w.covering(12_000) for x in acc] == [5000, 10_000, 11_000]
     assert sorted(w.buckets) == [5, 10, 11]
+
+
+multiclass_scored = st.lists(
+    st.tuples(st.integers(0, 2), st.lists(st.floats(0.001, 1.0), min_size=3, max_size=3)), min_size=1, max_size=100
+)
+
+
+@given(multiclass_scored)
+@settings(max_examples=100, deadline=None)
+def test_multiclass_log_loss(data: list[tuple[int, list[float]]]) -> None:
+    classes = ["a", "b", "c"]
+    counts = ConfusionCounts()
+    y, proba = [], []
+    for true, weights in data:
+        row = [w / sum(weights) for w in weights]
+        counts.add(classes[true], classes[row.index(max(row))])
+        counts.add_probability(row[true])
+        y.append(classes[true])
+        proba.append(row)
+    fig = multiclass_figures(counts)
+    assert fig.log_loss is not None
+    assert close(fig.log_loss, sklearn_metrics.log_loss(y, proba, labels=classes))

@@ -102,7 +102,7 @@ MULTI = """
     path: {dir}/pred.jsonl
     timestamp: {field: ts, format: unix_ms}
     sampling: {strategy: random, rate: 1}
-    classification: {prediction: pred, label: label, window: 1m, prefix: mc}
+    classification: {prediction: pred, label: label, score: probs, window: 1m, prefix: mc}
 """
 
 
@@ -110,6 +110,9 @@ def test_multiclass_averages_and_classes(tmp_path: Path) -> None:
     (src,) = build(sources(tmp_path, MULTI))
     classes = ["cat", "dog", "eel"]
     rows = [{"ts": T0 + i, "pred": classes[(i * 5) % 3], "label": classes[(i * 2 + i // 4) % 3]} for i in range(40)]
+    for i, r in enumerate(rows):  # a probability for every class, the highest for the prediction
+        rest = [c for c in classes if c != r["pred"]]
+        r["probs"] = {r["pred"]: 0.6, rest[0]: 0.1 + (i % 5) / 20, rest[1]: 0.3 - (i % 5) / 20}
     write(tmp_path / "pred.jsonl", rows)
     samples = collect(src, 0, {})
     y, p = [r["label"] for r in rows], [r["pred"] for r in rows]
@@ -123,6 +126,10 @@ def test_multiclass_averages_and_classes(tmp_path: Path) -> None:
         assert latest(samples, "mc_recall", **{"class": c}) == pytest.approx(per[1][i], abs=1e-12)
     cm = sklearn_metrics.confusion_matrix(y, p, labels=classes)
     assert latest(samples, "mc_tp_total", **{"class": "dog"}) == cm[1, 1]
+    proba = [[r["probs"][c] for c in classes] for r in rows]
+    assert latest(samples, "mc_log_loss") == pytest.approx(
+        sklearn_metrics.log_loss(y, proba, labels=classes), abs=1e-12
+    )
     lo, hi = latest(samples, "mc_accuracy_lower"), latest(samples, "mc_accuracy_upper")
     assert lo is not None and hi is not None and lo < latest(samples, "mc_accuracy") < hi  # type: ignore[operator]
 

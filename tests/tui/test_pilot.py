@@ -186,7 +186,7 @@ async def test_silence_from_the_alerts_screen_without_daemon(writable_data: Read
         await pilot.pause()
         assert isinstance(app.screen, SilenceScreen)
         assert app.screen.matchers["alertname"] == "AccuracyLow"
-        await pilot.press("ctrl+a", "ctrl+k", *"45m", "tab", *"retraining", "enter")
+        await pilot.press(*"retraining", "shift+tab", "ctrl+a", "ctrl+k", *"45m", "enter")
         await settle(pilot)
         assert isinstance(app.screen, AlertsScreen)
     conn = alertstore.open_direct(writable_data.db_path, readonly=True)
@@ -206,7 +206,7 @@ async def test_silence_cancel_and_bad_duration(app: MlwatchApp) -> None:
         app.screen.query_one("#al-active").focus()
         await pilot.press("s")
         await pilot.pause()
-        await pilot.press("ctrl+a", "ctrl+k", *"soon", "enter")
+        await pilot.press("shift+tab", "ctrl+a", "ctrl+k", *"soon", "enter")
         await pilot.pause()
         assert isinstance(app.screen, SilenceScreen)  # refused, still asking
         await pilot.press("escape")

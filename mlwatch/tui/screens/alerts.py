@@ -47,16 +47,22 @@ def timeline(events: list[AlertEvent], since: float, now: float, width: int) -> 
 
     for e in events:
         key = (e.name, labels(e.labels))
-        rows.setdefault(e.name, [0] * width)
+        name = f"{e.name} {labels(e.labels, ('alertname', 'severity'))}".strip()
+        rows.setdefault(name, [0] * width)
         if key in state:
             st, t0 = state.pop(key)
-            paint(e.name, st, t0, e.ts)
+            paint(name, st, t0, e.ts)
         if e.event in rank:
             state[key] = (e.event, e.ts)
-    for (name, _), (st, t0) in state.items():
-        paint(name, st, t0, now)
+    for (alertname, lbl), (st, t0) in state.items():
+        paint(f"{alertname} {labels(json_labels(lbl), ('alertname', 'severity'))}".strip(), st, t0, now)
     chars = "·▒█"
     return [(n, "".join(chars[c] for c in cells)) for n, cells in sorted(rows.items())]
+
+
+def json_labels(text: str) -> dict[str, str]:
+    """The inverse of :func:`labels` (``k=v,k=v``)."""
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
 
 
 class SilenceScreen(ModalScreen[SilenceRequest | None]):
@@ -72,11 +78,14 @@ class SilenceScreen(ModalScreen[SilenceRequest | None]):
         with Vertical(id="silence-box"):
             yield Label("[b]Silence alerts matching[/b] " + ", ".join(f'{k}="{v}"' for k, v in
                                                                          sorted(self.matchers.items())))
-            yield Label("Duration (30m, 2h, 1d):")
+            yield Label("Duration (30m, 2h, 1d; shift+tab):")
             yield Input("2h", id="sil-duration")
             yield Label("Comment:")
             yield Input(placeholder="why", id="sil-comment")
             yield Button("Silence", variant="primary", id="sil-ok")
+
+    def on_mount(self) -> None:
+        self.query_one("#sil-comment", Input).focus()  # the duration has a default; shift+tab reaches it
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#sil-ok")
@@ -146,7 +155,8 @@ class AlertsScreen(DataScreen):
             f"History, last {self.history}  [dim]\\[ ] shorter/longer; █ firing ▒ pending[/dim]")
         width = max(20, self.size.width - 26)
         names = {e.name for e in self.events}
-        lines = [f"{n[:22]:<22} {cells}" for n, cells in timeline(p.events, p.since, p.now, width) if n in names]
+        lines = [f"{n[:30]:<30} {cells}" for n, cells in timeline(p.events, p.since, p.now, width - 8)
+                 if n.split(" ")[0] in names]
         self.query_one("#al-timeline", Static).update("\n".join(lines) or "(no alert events in this range)")
         h = self.query_one("#al-history", DataTable)
         h.clear()

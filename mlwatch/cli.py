@@ -149,5 +149,18 @@ def _register_commands() -> None:
 
 _register_commands()
 
+@db.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False))
+@common_options
+@handle_errors
+def db_backup(file: str, config_path: str | None, db_url: str | None, debug: bool, log_format: str) -> None:
+    """Write a consistent copy of the (possibly live) database to FILE."""
+    from mlwatch.storage.backup import backup
+
+    url = _db_url(_load(config_path), db_url)
+    dest = backup(url, file)
+    click.echo(f"backup written to {dest}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="mlwatch")

@@ -18,6 +18,7 @@ from mlwatch.errors import ConfigError, MlwatchError, StorageError
 from mlwatch.ml.operators import MlOperators
 from mlwatch.model import Clock, MetricType
 from mlwatch.notify.service import AlertingService, query_from_engine
+from mlwatch.promql.selector import parse_selector
 from mlwatch.selfmetrics import OwnMetrics
 from mlwatch.server.alerting_api import AlertingApi
 from mlwatch.server.api import PrometheusApi
@@ -27,6 +28,7 @@ from mlwatch.server.push import PushService
 from mlwatch.sources.manager import SourceManager
 from mlwatch.storage.database import DaemonLock, make_engine, sqlite_path, upgrade
 from mlwatch.storage.reader import Reader
+from mlwatch.storage.retention import RetentionPolicy
 from mlwatch.storage.writer import Writer
 
 log = logging.getLogger("mlwatch.daemon")
@@ -200,7 +202,7 @@ class Daemon:
         self.scheduler.add_job(
             self._record_own, "interval", seconds=cfg.evaluation_interval / 1000, id="self-metrics", **common
         )
-        self.scheduler.add_job(self._retention, "interval", minutes=10, id="retention", **common)
+        self.scheduler.add_job(self._retention, "interval", minutes=2, id="retention", **common)
 
     # ---------------------------------------------------------------- jobs
     async def _resample(self) -> None:
@@ -216,12 +218,21 @@ class Daemon:
             self.own.self_record_errors.inc()
             log.warning("recording own metrics failed: %s", exc)
 
+    def _retention_policy(self) -> RetentionPolicy:
+        st = self.config.storage
+        return RetentionPolicy(
+            retention_ms=st.retention,
+            overrides=[(parse_selector(o.match), o.retention) for o in st.retention_overrides],
+            max_size_bytes=st.max_size,
+            downsample=[(d.after, d.step) for d in st.downsample],
+        )
+
     async def _retention(self) -> None:
-        cutoff = int(self.clock() * 1000) - self.config.storage.retention
+        """Rollups, retention, the size cap and incremental vacuum, in short transactions."""
         try:
-            await asyncio.wrap_future(self.writer.delete_before(cutoff))
+            await asyncio.wrap_future(self.writer.maintain(self._retention_policy()))
         except StorageError as exc:
-            log.warning("retention failed: %s", exc)
+            log.warning("storage maintenance failed: %s", exc)
 
     # ---------------------------------------------------------------- control
     @property

@@ -135,5 +135,8 @@ class OwnMetrics:
             for s in fam.samples:
                 if s.name.endswith("_created"):
                     continue
-                batch.samples.append(Sample(SeriesKey.of(s.name, {**s.labels, **base}), ts, float(s.value)))
+                # As a Prometheus scrape without honor_labels does: a sample's own job/instance
+                # (e.g. mlwatch_source_*{job="<source>"}) is kept as exported_job/exported_instance.
+                labels = {(f"exported_{k}" if k in base else k): v for k, v in s.labels.items()}
+                batch.samples.append(Sample(SeriesKey.of(s.name, {**labels, **base}), ts, float(s.value)))
         return batch

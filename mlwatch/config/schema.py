@@ -59,6 +59,31 @@ def _sqlite_url(url: str) -> str:
     return url
 
 
+def _series_selector(text: str) -> str:
+    from mlwatch.errors import QueryError
+    from mlwatch.promql.selector import parse_selector
+
+    try:
+        parse_selector(text)
+    except QueryError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+class RetentionOverride(_Model):
+    """A retention for the series a selector matches (the first matching override wins)."""
+
+    match: Annotated[str, AfterValidator(_series_selector)]
+    retention: PositiveDuration
+
+
+class DownsampleLevel(_Model):
+    """Rollups (min, max, sum, count, last per ``step``) of data older than ``after``."""
+
+    after: PositiveDuration
+    step: PositiveDuration
+
+
 class StorageConfig(_Model):
     """Where samples are stored and for how long."""
 
@@ -66,6 +91,9 @@ class StorageConfig(_Model):
     """A SQLAlchemy URL; relative paths are relative to the working directory, as SQLAlchemy does."""
     retention: PositiveDuration = 30 * _D
     out_of_order_window: Duration = 1 * _H
+    max_size: Size | None = None
+    retention_overrides: list[RetentionOverride] = []
+    downsample: list[DownsampleLevel] = []
 
     @property
     def sqlalchemy_url(self) -> URL:

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from mlwatch.config import SOURCE_TYPES, Config, SourceConfig, TLSConfig
+from mlwatch.config.schema import DownsampleLevel, RetentionOverride
 
 REFERENCE = Path(__file__).parents[2] / "docs" / "config-reference.md"
 
@@ -23,6 +24,8 @@ def _schema_keys() -> set[str]:
         assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
         keys |= _keys(annotation, f"{section}.")
     keys |= _keys(TLSConfig, "server.tls.")
+    keys |= _keys(RetentionOverride, "storage.retention_overrides[].")
+    keys |= _keys(DownsampleLevel, "storage.downsample[].")
     source_models: list[type[BaseModel]] = [SourceConfig, *SOURCE_TYPES.values()]
     for model in source_models:
         keys |= _keys(model, "sources[].")

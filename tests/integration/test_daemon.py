@@ -200,3 +200,15 @@ def test_push_group_is_resampled_and_delete_ends_it_with_staleness(daemon_factor
     ts, vals = reader.read_range(info.id, 0, 2**62)
     assert is_stale_nan(vals[-1])
     assert reader.latest(sel, int(time.time() * 1000) + 1, 300_000) == []
+
+
+def test_db_backup_of_a_live_database_is_queryable(daemon_factory: object, tmp_path: Path) -> None:
+    d = daemon_factory()  # type: ignore[operator]
+    assert push(d, "bk", "backup_metric 42\n").status_code == 200
+    dest = tmp_path / "copy.db"
+    out = mlwatch("db", "backup", str(dest), "--db", f"sqlite:///{d.db_path}")
+    assert out.returncode == 0, out.stderr
+    q = mlwatch("query", "backup_metric", "-o", "json", "--db", f"sqlite:///{dest}")
+    assert q.returncode == 0, q.stderr
+    assert json.loads(q.stdout)["data"]["result"][0]["value"][1] == "42"
+    assert sqlite3.connect(dest).execute("PRAGMA integrity_check").fetchone() == ("ok",)

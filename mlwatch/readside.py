@@ -36,15 +36,17 @@ ROLLUP_AFTER_MS = 2 * 86_400_000  # ranges at least this long try the rollups fi
 
 @dataclass(frozen=True, slots=True)
 class ChartSeries:
-    """One line of a chart, already reduced to about one point pair per screen column.
+    """One line of a chart, already reduced to at most one point per screen column.
 
-    ``ts``/``values`` are what to draw (for long raw ranges: min and max of each column, alternating);
+    Where a column holds many samples, ``lo``/``hi`` are their min and max (drawn as a band's two
+    edges, so spikes survive the reduction); elsewhere ``lo`` and ``hi`` are the same values.
     ``stats`` are min/avg/max/last over the whole range, computed before any reduction.
     """
 
     name: str
     ts: npt.NDArray[np.float64]  # seconds
-    values: npt.NDArray[np.float64]
+    lo: npt.NDArray[np.float64]
+    hi: npt.NDArray[np.float64]
     stats: tuple[float, float, float, float]
     from_rollup: bool = False
     labels: dict[str, str] = field(default_factory=dict)
@@ -158,26 +160,21 @@ class TuiData(Protocol):
 
 
 def minmax_columns(
-    ts: npt.NDArray[np.float64], vals: npt.NDArray[np.float64], start: float, end: float, width: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Min and max of each of ``width`` columns over ``[start, end]`` (alternating, at the column's middle).
+    ts: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64],
+    start: float, end: float, width: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per column of ``width`` over ``[start, end]``: the column's middle, min of ``lo``, max of ``hi``.
 
-    Returns the input untouched when it has fewer than two points per column; empty columns are skipped.
+    Returns the (finite) input untouched when it has no more points than columns; empty columns are skipped.
     """
-    ok = np.isfinite(vals)
-    ts, vals = ts[ok], vals[ok]
-    if len(ts) <= 2 * width or width <= 0:
-        return ts, vals
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    ts, lo, hi = ts[ok], lo[ok], hi[ok]
+    if len(ts) <= width or width <= 0:
+        return ts, lo, hi
     span = max(end - start, 1e-9)
     col = np.clip(((ts - start) / span * width).astype(np.int64), 0, width - 1)
     present, first = np.unique(col, return_index=True)
-    mins = np.minimum.reduceat(vals, first)
-    maxs = np.maximum.reduceat(vals, first)
-    mid = start + (present + 0.5) * span / width
-    out_t = np.repeat(mid, 2)
-    out_v = np.empty(2 * len(present))
-    out_v[0::2], out_v[1::2] = mins, maxs
-    return out_t, out_v
+    return start + (present + 0.5) * span / width, np.minimum.reduceat(lo, first), np.maximum.reduceat(hi, first)
 
 
 def _stats(vals: npt.NDArray[np.float64]) -> tuple[float, float, float, float]:
@@ -292,6 +289,7 @@ class ReadSide:
     # ---------------------------------------------------------------- series
 
     def series(self, history_s: float = 3600, points: int = 20) -> list[SeriesRow]:
+        """Every series with its latest value and ``points`` values over the last ``history_s`` (0: none)."""
         from mlwatch.model import Matcher, MatchOp
 
         now_ms = int(self.now() * 1000)
@@ -299,10 +297,10 @@ class ReadSide:
         latest = {s.series.id: s.value for s in self.reader.latest(
             [Matcher.make("__name__", MatchOp.RE, ".+")], now_ms, self.lookback_ms)}
         start_ms = now_ms - int(history_s * 1000)
-        data = self.reader.read_many([i.id for i in infos], start_ms, now_ms)
+        data = self.reader.read_many([i.id for i in infos], start_ms, now_ms) if history_s > 0 else {}
         rows = []
         for info in infos:
-            ts, vals = data[info.id]
+            ts, vals = data.get(info.id, (np.zeros(0, np.int64), np.zeros(0)))
             hist: tuple[float, ...] = ()
             if len(ts):
                 edges = np.linspace(start_ms, now_ms, points + 1)
@@ -323,7 +321,7 @@ class ReadSide:
         from mlwatch.promql.selector import parse_selector
         from mlwatch.promql.values import format_labels
 
-        width = max(width, 10)
+        width = max(width, 10)  # columns of the chart
         try:
             matchers = parse_selector(expr)
         except QueryError:
@@ -333,12 +331,12 @@ class ReadSide:
         step = max(1000, int((end - start) * 1000 / width) // 1000 * 1000)
         res = self.engine.range(expr, int(start * 1000), int(end * 1000), step)
         if res.kind == "scalar" and res.scalar is not None:
-            return [ChartSeries("scalar", np.array([start, end]), np.array([res.scalar[1]] * 2),
-                                (res.scalar[1],) * 4)]
+            flat = np.array([res.scalar[1]] * 2)
+            return [ChartSeries("scalar", np.array([start, end]), flat, flat, (res.scalar[1],) * 4)]
         out = []
         for labels, ts, vals in res.series:
             v = np.asarray(vals, dtype=np.float64)
-            out.append(ChartSeries(format_labels(labels) or expr, ts.astype(np.float64) / 1000, v, _stats(v),
+            out.append(ChartSeries(format_labels(labels) or expr, ts.astype(np.float64) / 1000, v, v, _stats(v),
                                    labels=dict(labels)))
         return out
 
@@ -346,13 +344,11 @@ class ReadSide:
         from mlwatch.promql.values import format_labels
 
         s_ms, e_ms = int(start * 1000), int(end * 1000)
-        infos = self.reader.series(matchers)[:50]
         out = []
-        for info in infos:
+        for info in self.reader.series(matchers)[:50]:
             used_rollup = False
             raw_from = s_ms
-            parts_t: list[npt.NDArray[np.float64]] = []
-            parts_v: list[npt.NDArray[np.float64]] = []
+            parts: list[tuple[npt.NDArray[np.float64], ...]] = []
             agg: list[tuple[float, float, float, float]] = []  # (min, sum, max, count)
             if e_ms - s_ms >= ROLLUP_AFTER_MS:
                 bts, cols = self.reader.read_rollup(info.id, ROLLUP_STEP_MS, s_ms, e_ms)
@@ -360,37 +356,26 @@ class ReadSide:
                     used_rollup = True
                     raw_from = int(bts[-1]) + ROLLUP_STEP_MS
                     t = bts.astype(np.float64) / 1000 + ROLLUP_STEP_MS / 2000
-                    for col in ("min", "max"):
-                        ct, cv = minmax_columns(t, cols[col], start, end, width)
-                        parts_t.append(ct)
-                        parts_v.append(cv)
-                    cnt = cols["count"].sum()
+                    parts.append(minmax_columns(t, cols["min"], cols["max"], start, end, width))
+                    cnt = float(cols["count"].sum())
                     if cnt:
                         agg.append((float(np.nanmin(cols["min"])), float(cols["sum"].sum()),
-                                    float(np.nanmax(cols["max"])), float(cnt)))
+                                    float(np.nanmax(cols["max"])), cnt))
             ts, vals = self.reader.read_range(info.id, raw_from, e_ms)
             live = np.isfinite(vals)  # staleness markers are NaNs
             ts, vals = ts[live], vals[live]
             last = float(vals[-1]) if len(vals) else float("nan")
             if len(vals):
-                fin = vals[np.isfinite(vals)]
-                if len(fin):
-                    agg.append((float(fin.min()), float(fin.sum()), float(fin.max()), float(len(fin))))
-                t, v = minmax_columns(ts.astype(np.float64) / 1000, vals, start, end, width)
-                parts_t.append(t)
-                parts_v.append(v)
-            if not parts_t:
+                agg.append((float(vals.min()), float(vals.sum()), float(vals.max()), float(len(vals))))
+                parts.append(minmax_columns(ts.astype(np.float64) / 1000, vals, vals, start, end, width))
+            if not parts:
                 continue
-            t_all = np.concatenate(parts_t)
-            v_all = np.concatenate(parts_v)
+            t_all, lo_all, hi_all = (np.concatenate([p[i] for p in parts]) for i in range(3))
             order = np.argsort(t_all, kind="stable")
-            if agg:
-                n = sum(a[3] for a in agg)
-                stats = (min(a[0] for a in agg), sum(a[1] for a in agg) / n, max(a[2] for a in agg), last)
-            else:
-                stats = (float("nan"),) * 4  # type: ignore[assignment]
+            n = sum(a[3] for a in agg)
+            stats = (min(a[0] for a in agg), sum(a[1] for a in agg) / n, max(a[2] for a in agg), last)
             name = format_labels((("__name__", info.key.name), *info.key.labels))
-            out.append(ChartSeries(name, t_all[order], v_all[order], stats, used_rollup,
+            out.append(ChartSeries(name, t_all[order], lo_all[order], hi_all[order], stats, used_rollup,
                                    {"__name__": info.key.name, **dict(info.key.labels)}))
         return out
 

@@ -30,6 +30,7 @@ class DataScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.filter_text = ""
+        self._drawn = False
 
     @property
     def mlapp(self) -> MlwatchApp:
@@ -68,9 +69,17 @@ class DataScreen(Screen[None]):
     def reload(self) -> None:
         self._fetch()
 
+    def collect_first(self) -> Any:
+        """A cheaper first part of :meth:`collect` drawn before it, or None (the first frame comes sooner)."""
+        return None
+
     @work(thread=True, exclusive=True, group="collect")
     def _fetch(self) -> None:
         try:
+            if not self._drawn:
+                first = self.collect_first()
+                if first is not None:
+                    self.post_message(Collected(first))
             payload = self.collect()
         except Exception as exc:  # noqa: BLE001 - shown on the status line, never swallowed
             self.post_message(Collected(error=f"{type(exc).__name__}: {exc}"))
@@ -87,6 +96,7 @@ class DataScreen(Screen[None]):
         status.remove_class("error")
         status.update(self.mlapp.status_text())
         self.draw(msg.payload)
+        self._drawn = True
 
     # ------------------------------------------------------------ the / filter
 

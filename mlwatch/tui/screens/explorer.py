@@ -102,7 +102,7 @@ class ExplorerScreen(DataScreen):
         series = d.series()
         if not self.expr:
             return ExplorerData(series, [], [], [], start, end)
-        width = max(40, self.query_one("#ex-chart").size.width * 2)  # braille: two dots per cell
+        width = max(40, self.query_one("#ex-chart").size.width)  # one point (or min/max pair) per cell
         lines = d.chart(self.expr, start, end, width)
         thresholds = d.thresholds(self.expr)
         names = {t.alertname for t in thresholds}

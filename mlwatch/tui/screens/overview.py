@@ -39,6 +39,10 @@ class OverviewScreen(DataScreen):
                     ("TREND", 5), ("LAST HOUR", 20))
         super().on_mount()
 
+    def collect_first(self) -> OverviewData:
+        d = self.data
+        return OverviewData(d.alerts(), d.series(history_s=0), [s for s in d.sources() if s.health == "down"], d.now())
+
     def collect(self) -> OverviewData:
         d = self.data
         return OverviewData(d.alerts(), d.series(), [s for s in d.sources() if s.health == "down"], d.now())

@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from textual_plotext import PlotextPlot
 
 from mlwatch.readside import ChartSeries, Threshold
@@ -28,8 +29,8 @@ class SeriesChart(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        lows = [float(min(s.values)) for s in lines if len(s.values)]
-        highs = [float(max(s.values)) for s in lines if len(s.values)]
+        lows = [float(s.lo.min()) for s in lines if len(s.lo)]
+        highs = [float(s.hi.max()) for s in lines if len(s.hi)]
         lows += [t.value for t in thresholds]
         highs += [t.value for t in thresholds]
         lo = min(lows) if lows else 0.0
@@ -39,8 +40,11 @@ class SeriesChart(PlotextPlot):
         pad = (hi - lo) * 0.05
         for i, s in enumerate(lines[: len(COLORS) * 3]):
             if len(s.ts):
-                plt.plot(s.ts.tolist(), s.values.tolist(), label=_short(s.name), color=COLORS[i % len(COLORS)],
-                         marker="braille")
+                color = COLORS[i % len(COLORS)]
+                x = s.ts.tolist()
+                plt.plot(x, s.hi.tolist(), label=_short(s.name), color=color, marker="braille")
+                if not np.array_equal(s.lo, s.hi):  # min/max per column: the band's lower edge
+                    plt.plot(x, s.lo.tolist(), color=color, marker="braille")
         for t in thresholds:
             plt.hline(t.value, "red")
         labelled: set[str] = set()

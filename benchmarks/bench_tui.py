@@ -54,14 +54,22 @@ def build(path: Path, total: int) -> None:
         n = min(block, per_series - lo)
         ts = (start_ms + (lo + np.arange(n)) * STEP * 1000).tolist()
         vals = np.round(rng.random((1000, n)) * 100, 2).tolist()
-        w.write_sync(WriteBatch([Sample(k, t, v) for k, vs in zip(keys, vals, strict=True)
-                                 for t, v in zip(ts, vs, strict=True)], backfill=True))
+        w.write_sync(
+            WriteBatch(
+                [Sample(k, t, v) for k, vs in zip(keys, vals, strict=True) for t, v in zip(ts, vs, strict=True)],
+                backfill=True,
+            )
+        )
     key = SeriesKey.of("bench_month", {"host": "a"})
     mts = (int((NOW - 30 * 86400) * 1000) + np.arange(month) * STEP * 1000).tolist()
     mvals = np.round(50 + 10 * np.sin(np.arange(month) / 500) + rng.normal(0, 1, month), 3).tolist()
     for lo in range(0, month, 50_000):
-        w.write_sync(WriteBatch([Sample(key, t, v) for t, v in zip(mts[lo:lo + 50_000], mvals[lo:lo + 50_000],
-                                                                   strict=True)], backfill=True))
+        w.write_sync(
+            WriteBatch(
+                [Sample(key, t, v) for t, v in zip(mts[lo : lo + 50_000], mvals[lo : lo + 50_000], strict=True)],
+                backfill=True,
+            )
+        )
     w.compact().result()
     policy = RetentionPolicy(retention_ms=10**13, downsample=[(2 * 86400_000, 300_000)])
     for _ in range(20):  # a long history catches up over several maintenance runs
@@ -185,14 +193,34 @@ def main() -> None:
             full.append(b * 1000)
             floor.append(asyncio.run(first_frame(None, 0))[0] * 1000)
         month, hour, points = asyncio.run(redraws(path, args.runs))
-    emit([
-        row(f"B8 TUI first full frame, {stored / 1e6:.0f}M samples (ms)", ours, floor, unit="ms",
-            peer_name="same app, empty data source", note="target < 1000 ms; every series and its value"),
-        row("B8 TUI overview with sparklines of the last hour (ms)", full, floor, unit="ms",
-            peer_name="same app, empty data source"),
-        row("B8 chart redraw, 30 d of a 15 s series (ms)", month, hour, unit="ms",
-            peer_name="same series, 1 h", note=f"target < 100 ms; {points} points drawn"),
-    ], args.json)
+    emit(
+        [
+            row(
+                f"B8 TUI first full frame, {stored / 1e6:.0f}M samples (ms)",
+                ours,
+                floor,
+                unit="ms",
+                peer_name="same app, empty data source",
+                note="target < 1000 ms; every series and its value",
+            ),
+            row(
+                "B8 TUI overview with sparklines of the last hour (ms)",
+                full,
+                floor,
+                unit="ms",
+                peer_name="same app, empty data source",
+            ),
+            row(
+                "B8 chart redraw, 30 d of a 15 s series (ms)",
+                month,
+                hour,
+                unit="ms",
+                peer_name="same series, 1 h",
+                note=f"target < 100 ms; {points} points drawn",
+            ),
+        ],
+        args.json,
+    )
 
 
 if __name__ == "__main__":

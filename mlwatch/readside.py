@@ -160,8 +160,12 @@ class TuiData(Protocol):
 
 
 def minmax_columns(
-    ts: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64],
-    start: float, end: float, width: int,
+    ts: npt.NDArray[np.float64],
+    lo: npt.NDArray[np.float64],
+    hi: npt.NDArray[np.float64],
+    start: float,
+    end: float,
+    width: int,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Per column of ``width`` over ``[start, end]``: the column's middle, min of ``lo``, max of ``hi``.
 
@@ -180,11 +184,13 @@ def minmax_columns(
 def _stats(vals: npt.NDArray[np.float64]) -> tuple[float, float, float, float]:
     v = vals[np.isfinite(vals)]
     if not len(v):
-        return (float("nan"),) * 4  # type: ignore[return-value]
+        return (float("nan"),) * 4
     return float(v.min()), float(v.mean()), float(v.max()), float(v[-1])
 
 
-_THRESHOLD_RE = re.compile(r"^\s*(?P<lhs>.+?)\s*(?P<op><=|>=|<|>|==|!=)\s*(?P<num>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_THRESHOLD_RE = re.compile(
+    r"^\s*(?P<lhs>.+?)\s*(?P<op><=|>=|<|>|==|!=)\s*(?P<num>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$"
+)
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
@@ -265,8 +271,9 @@ class ReadSide:
         self.db_path = db_path
         self._sa = make_engine(f"sqlite:///{db_path}", readonly=True)
         self.reader = Reader(self._sa)
-        self.engine = Engine(self.reader, EngineOptions(lookback_ms=lookback_ms, timeout_ms=timeout_ms,
-                                                        max_samples=max_samples), clock)
+        self.engine = Engine(
+            self.reader, EngineOptions(lookback_ms=lookback_ms, timeout_ms=timeout_ms, max_samples=max_samples), clock
+        )
         self._conn = alertstore.open_direct(db_path, readonly=True)
         self._rules = list(rules)  # (alertname, expr) of the configured alerting rules
         self._client_factory = client_factory or (lambda listen: DaemonClient(listen))
@@ -294,8 +301,10 @@ class ReadSide:
 
         now_ms = int(self.now() * 1000)
         infos = self.reader.series([Matcher.make("__name__", MatchOp.RE, ".+")])
-        latest = {s.series.id: s.value for s in self.reader.latest(
-            [Matcher.make("__name__", MatchOp.RE, ".+")], now_ms, self.lookback_ms)}
+        latest = {
+            s.series.id: s.value
+            for s in self.reader.latest([Matcher.make("__name__", MatchOp.RE, ".+")], now_ms, self.lookback_ms)
+        }
         start_ms = now_ms - int(history_s * 1000)
         data = self.reader.read_many([i.id for i in infos], start_ms, now_ms) if history_s > 0 else {}
         rows = []
@@ -336,8 +345,11 @@ class ReadSide:
         out = []
         for labels, ts, vals in res.series:
             v = np.asarray(vals, dtype=np.float64)
-            out.append(ChartSeries(format_labels(labels) or expr, ts.astype(np.float64) / 1000, v, v, _stats(v),
-                                   labels=dict(labels)))
+            out.append(
+                ChartSeries(
+                    format_labels(labels) or expr, ts.astype(np.float64) / 1000, v, v, _stats(v), labels=dict(labels)
+                )
+            )
         return out
 
     def _selector_chart(self, matchers: list[Any], start: float, end: float, width: int) -> list[ChartSeries]:
@@ -359,8 +371,14 @@ class ReadSide:
                     parts.append(minmax_columns(t, cols["min"], cols["max"], start, end, width))
                     cnt = float(cols["count"].sum())
                     if cnt:
-                        agg.append((float(np.nanmin(cols["min"])), float(cols["sum"].sum()),
-                                    float(np.nanmax(cols["max"])), cnt))
+                        agg.append(
+                            (
+                                float(np.nanmin(cols["min"])),
+                                float(cols["sum"].sum()),
+                                float(np.nanmax(cols["max"])),
+                                cnt,
+                            )
+                        )
             ts, vals = self.reader.read_range(info.id, raw_from, e_ms)
             live = np.isfinite(vals)  # staleness markers are NaNs
             ts, vals = ts[live], vals[live]
@@ -375,8 +393,17 @@ class ReadSide:
             n = sum(a[3] for a in agg)
             stats = (min(a[0] for a in agg), sum(a[1] for a in agg) / n, max(a[2] for a in agg), last)
             name = format_labels((("__name__", info.key.name), *info.key.labels))
-            out.append(ChartSeries(name, t_all[order], lo_all[order], hi_all[order], stats, used_rollup,
-                                   {"__name__": info.key.name, **dict(info.key.labels)}))
+            out.append(
+                ChartSeries(
+                    name,
+                    t_all[order],
+                    lo_all[order],
+                    hi_all[order],
+                    stats,
+                    used_rollup,
+                    {"__name__": info.key.name, **dict(info.key.labels)},
+                )
+            )
         return out
 
     def thresholds(self, expr: str) -> list[Threshold]:
@@ -412,27 +439,50 @@ class ReadSide:
         conditions = {e.fingerprint: e.condition for e in alertstore.load_events(self._conn, 0, 100_000)}
         rules = dict(self._rules)
         return [
-            AlertInfo(a.labels.get("alertname", ""), a.state, a.labels, a.annotations, a.value, a.active_at,
-                      conditions.get(a.fingerprint) or rules.get(a.labels.get("alertname", ""), ""))
+            AlertInfo(
+                a.labels.get("alertname", ""),
+                a.state,
+                a.labels,
+                a.annotations,
+                a.value,
+                a.active_at,
+                conditions.get(a.fingerprint) or rules.get(a.labels.get("alertname", ""), ""),
+            )
             for a in alertstore.load_alerts(self._conn)
         ]
 
     def events(self, since: float) -> list[AlertEvent]:
         from mlwatch.storage import alertstore
 
-        return [AlertEvent(e.ts, e.alertname, e.event, e.labels, e.value, e.condition)
-                for e in alertstore.load_events(self._conn, since, 100_000)]
+        return [
+            AlertEvent(e.ts, e.alertname, e.event, e.labels, e.value, e.condition)
+            for e in alertstore.load_events(self._conn, since, 100_000)
+        ]
 
     def notifications(self, since: float) -> list[NotificationInfo]:
         from mlwatch.storage import alertstore
 
         out = []
         for n in alertstore.load_notifications(self._conn, since, 2000):
-            alerts = tuple(str(a.get("labels", {}).get("alertname", "")) for a in n.payload.get("alerts", [])
-                           if isinstance(a, dict))
+            alerts = tuple(
+                str(a.get("labels", {}).get("alertname", ""))
+                for a in n.payload.get("alerts", [])
+                if isinstance(a, dict)
+            )
             attempts = tuple(Attempt(*a) for a in alertstore.load_attempts(self._conn, n.id))
-            out.append(NotificationInfo(n.id, n.notifier, n.group_key, n.status, n.created_at, n.delivered_at,
-                                        n.last_error, alerts, attempts))
+            out.append(
+                NotificationInfo(
+                    n.id,
+                    n.notifier,
+                    n.group_key,
+                    n.status,
+                    n.created_at,
+                    n.delivered_at,
+                    n.last_error,
+                    alerts,
+                    attempts,
+                )
+            )
         return out
 
     def sources(self) -> list[SourceInfo]:
@@ -452,11 +502,20 @@ class ReadSide:
             if not doc_raw:
                 continue
             d = json.loads(doc_raw)
-            out.append(SourceInfo(
-                d.get("job", ""), d.get("instance", ""), d.get("type", ""), d.get("health", "unknown"),
-                d.get("last_scrape_ms", 0) / 1000, float(d.get("last_duration_s", 0.0)), int(d.get("samples_total", 0)),
-                dict(d.get("errors_total", {})), d.get("last_error", ""), tuple(d.get("rejected", ())),
-            ))
+            out.append(
+                SourceInfo(
+                    d.get("job", ""),
+                    d.get("instance", ""),
+                    d.get("type", ""),
+                    d.get("health", "unknown"),
+                    d.get("last_scrape_ms", 0) / 1000,
+                    float(d.get("last_duration_s", 0.0)),
+                    int(d.get("samples_total", 0)),
+                    dict(d.get("errors_total", {})),
+                    d.get("last_error", ""),
+                    tuple(d.get("rejected", ())),
+                )
+            )
         out.sort(key=lambda s: (s.job, s.instance))
         return out
 
@@ -471,9 +530,13 @@ class ReadSide:
             raise MlwatchError("the duration must be greater than 0")
         now = time.time()
         body = {
-            "matchers": [{"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in sorted(matchers.items())],
-            "startsAt": rfc3339(now), "endsAt": rfc3339(now + duration_s),
-            "createdBy": getpass.getuser() or "mlwatch", "comment": comment,
+            "matchers": [
+                {"name": k, "value": v, "isRegex": False, "isEqual": True} for k, v in sorted(matchers.items())
+            ],
+            "startsAt": rfc3339(now),
+            "endsAt": rfc3339(now + duration_s),
+            "createdBy": getpass.getuser() or "mlwatch",
+            "comment": comment,
         }
         listen = self.daemon()
         if listen:
@@ -500,7 +563,11 @@ def open_readside(config_path: str | None, db_url: str | None, clock: Callable[[
     tls = bool(cfg.server.tls)
     limits = cfg.limits
     return ReadSide(
-        cfg.storage.path, lookback_ms=limits.lookback_delta, timeout_ms=limits.query_timeout,
-        max_samples=limits.query_max_samples, rules=rules,
-        client_factory=lambda listen: DaemonClient(listen, tls=tls, token=token), clock=clock,
+        cfg.storage.path,
+        lookback_ms=limits.lookback_delta,
+        timeout_ms=limits.query_timeout,
+        max_samples=limits.query_max_samples,
+        rules=rules,
+        client_factory=lambda listen: DaemonClient(listen, tls=tls, token=token),
+        clock=clock,
     )

@@ -10,6 +10,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 
 from mlwatch.readside import TuiData
+from mlwatch.tui.commands import MlwatchCommands
 from mlwatch.tui.messages import ShowSeries
 from mlwatch.tui.screens.alerts import AlertsScreen
 from mlwatch.tui.screens.base import DataScreen
@@ -24,6 +25,7 @@ class MlwatchApp(App[None]):
     """``data`` is the read side (a fixed seeded one in tests); ``refresh_s`` 0 turns auto-refresh off."""
 
     CSS_PATH = "mlwatch.tcss"
+    COMMANDS = App.COMMANDS | {MlwatchCommands}
     TITLE = "mlwatch"
     MODES: ClassVar[dict[str, type[DataScreen]]] = {  # type: ignore[assignment]
         "overview": OverviewScreen,
@@ -45,8 +47,15 @@ class MlwatchApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, data: TuiData, *, refresh_s: float = 5.0, tz: dt.tzinfo | None = None,
-                 theme: str = "textual-dark", source: str = "") -> None:
+    def __init__(
+        self,
+        data: TuiData,
+        *,
+        refresh_s: float = 5.0,
+        tz: dt.tzinfo | None = None,
+        theme: str = "textual-dark",
+        source: str = "",
+    ) -> None:
         super().__init__()
         self.data = data
         self.refresh_s = refresh_s
@@ -54,6 +63,7 @@ class MlwatchApp(App[None]):
         self.paused = False
         self.source = source
         self._theme_name = theme
+        self.known_series: list[str] = []  # selectors the screens last saw, for the command palette
 
     def on_mount(self) -> None:
         self.theme = self._theme_name

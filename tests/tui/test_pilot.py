@@ -45,8 +45,13 @@ async def test_overview_shows_alerts_series_and_down_sources(app: MlwatchApp) ->
 async def test_screens_switch_with_number_keys(app: MlwatchApp) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        for key, kind in (("2", ExplorerScreen), ("3", AlertsScreen), ("4", NotificationsScreen),
-                          ("5", SourcesScreen), ("1", OverviewScreen)):
+        for key, kind in (
+            ("2", ExplorerScreen),
+            ("3", AlertsScreen),
+            ("4", NotificationsScreen),
+            ("5", SourcesScreen),
+            ("1", OverviewScreen),
+        ):
             await pilot.press(key)
             await settle(pilot)
             assert isinstance(app.screen, kind), key
@@ -142,7 +147,6 @@ async def test_explorer_search_list_and_pick(app: MlwatchApp) -> None:
 async def test_explorer_marks_firing_periods(app: MlwatchApp) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
-        app.query_one  # noqa: B018
         await pilot.press("2")
         await settle(pilot)
         screen = cast(ExplorerScreen, app.screen)
@@ -311,3 +315,23 @@ async def test_mouse_click_selects_a_row(app: MlwatchApp) -> None:
         await pilot.click("#src-table", offset=(5, 3))
         await pilot.pause()
         assert table.cursor_row == 2
+
+
+async def test_command_palette_switches_screens_and_explores(app: MlwatchApp) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"go to sources")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, SourcesScreen)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*'explore ai_model_accuracy{model="churn')
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ExplorerScreen)
+        assert app.screen.expr == 'ai_model_accuracy{model="churn"}'

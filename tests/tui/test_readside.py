@@ -18,7 +18,7 @@ def test_minmax_columns_keeps_every_columns_extremes() -> None:
     vals[1234] = 5.0  # a spike survives
     t, lo, hi = minmax_columns(ts, vals, vals, 0, 10_000, 100)
     assert len(t) == 100 and hi.max() == 5.0 and lo.min() == vals.min()
-    t2, lo2, hi2 = minmax_columns(ts[:50], vals[:50], vals[:50], 0, 10_000, 100)  # few points: untouched
+    _t2, lo2, hi2 = minmax_columns(ts[:50], vals[:50], vals[:50], 0, 10_000, 100)  # few points: untouched
     assert np.array_equal(lo2, vals[:50]) and np.array_equal(hi2, vals[:50])
 
 

@@ -39,13 +39,23 @@ class Tmux:
         self.tmp_path = tmp_path
 
     def run(self, *args: str) -> str:
-        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True,
-                              timeout=20).stdout
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True, timeout=20
+        ).stdout
 
     def start(self, command: list[str], width: int = 120, height: int = 40) -> None:
         # keep the pane after an early exit so its last words can be read
-        self.run("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
-                 f"cd {shlex.quote(str(self.tmp_path))} && {shlex.join(command)}; sleep 30")
+        self.run(
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            f"cd {shlex.quote(str(self.tmp_path))} && {shlex.join(command)}; sleep 30",
+        )
 
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", "t")
@@ -64,7 +74,7 @@ class Tmux:
         raise AssertionError(f"not on screen within {timeout}s:\n{text}")
 
     def kill(self) -> None:
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=20)
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], check=False, capture_output=True, timeout=20)
 
 
 @pytest.fixture

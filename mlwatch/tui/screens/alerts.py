@@ -76,8 +76,9 @@ class SilenceScreen(ModalScreen[SilenceRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="silence-box"):
-            yield Label("[b]Silence alerts matching[/b] " + ", ".join(f'{k}="{v}"' for k, v in
-                                                                         sorted(self.matchers.items())))
+            yield Label(
+                "[b]Silence alerts matching[/b] " + ", ".join(f'{k}="{v}"' for k, v in sorted(self.matchers.items()))
+            )
             yield Label("Duration (30m, 2h, 1d; shift+tab):")
             yield Input("2h", id="sil-duration")
             yield Label("Comment:")
@@ -124,10 +125,23 @@ class AlertsScreen(DataScreen):
         yield VimTable(id="al-history")
 
     def on_mount(self) -> None:
-        add_columns(self.query_one("#al-active", DataTable), ("STATE", 9), ("ALERT", 20), ("SINCE", 9), ("VALUE", 8),
-                    ("LABELS", 36), ("SUMMARY", 40))
-        add_columns(self.query_one("#al-history", DataTable), ("TIME", 14), ("EVENT", 9), ("ALERT", 20), ("VALUE", 8),
-                    ("LABELS", 60))
+        add_columns(
+            self.query_one("#al-active", DataTable),
+            ("STATE", 9),
+            ("ALERT", 20),
+            ("SINCE", 9),
+            ("VALUE", 8),
+            ("LABELS", 36),
+            ("SUMMARY", 40),
+        )
+        add_columns(
+            self.query_one("#al-history", DataTable),
+            ("TIME", 14),
+            ("EVENT", 9),
+            ("ALERT", 20),
+            ("VALUE", 8),
+            ("LABELS", 60),
+        )
         super().on_mount()
 
     def collect(self) -> AlertsData:
@@ -146,17 +160,27 @@ class AlertsScreen(DataScreen):
         t.clear()
         for a in self.active:
             st = _STATE_STYLE.get(a.state, "")
-            t.add_row(f"[{st}]{a.state.upper()}[/]", a.name, ago(a.active_at, p.now), num(a.value), labels(a.labels),
-                      a.annotations.get("summary", ""))
+            t.add_row(
+                f"[{st}]{a.state.upper()}[/]",
+                a.name,
+                ago(a.active_at, p.now),
+                num(a.value),
+                labels(a.labels),
+                a.annotations.get("summary", ""),
+            )
         if row < t.row_count:
             t.move_cursor(row=row)
         self._detail()
         self.query_one("#al-history-title", Static).update(
-            f"History, last {self.history}  [dim]\\[ ] shorter/longer; █ firing ▒ pending[/dim]")
+            f"History, last {self.history}  [dim]\\[ ] shorter/longer; █ firing ▒ pending[/dim]"
+        )
         width = max(20, self.size.width - 26)
         names = {e.name for e in self.events}
-        lines = [f"{n[:30]:<30} {cells}" for n, cells in timeline(p.events, p.since, p.now, width - 8)
-                 if n.split(" ")[0] in names]
+        lines = [
+            f"{n[:30]:<30} {cells}"
+            for n, cells in timeline(p.events, p.since, p.now, width - 8)
+            if n.split(" ")[0] in names
+        ]
         self.query_one("#al-timeline", Static).update("\n".join(lines) or "(no alert events in this range)")
         h = self.query_one("#al-history", DataTable)
         h.clear()

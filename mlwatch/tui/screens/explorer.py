@@ -10,8 +10,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, OptionList, Static
-
-from mlwatch.tui.widgets.table import VimOptionList
 from textual.widgets.option_list import Option
 
 from mlwatch.model import parse_duration_ms
@@ -19,6 +17,7 @@ from mlwatch.readside import AlertEvent, ChartSeries, SeriesRow, Threshold
 from mlwatch.tui.screens.base import DataScreen
 from mlwatch.tui.widgets.chart import COLORS, SeriesChart, fmt_stats
 from mlwatch.tui.widgets.fmt import keep, labels, row_filter
+from mlwatch.tui.widgets.table import VimOptionList
 
 PRESETS = ("15m", "1h", "6h", "24h", "7d", "30d")
 
@@ -40,8 +39,9 @@ def _compatible(alert: dict[str, str], series: list[dict[str, str]]) -> bool:
     return any(all(s[k] == v for k, v in alert.items() if k in s and k != "__name__") for s in series)
 
 
-def firing_periods(events: list[AlertEvent], names: set[str], end: float,
-                   series: list[dict[str, str]] | None = None) -> list[tuple[float, float, str]]:
+def firing_periods(
+    events: list[AlertEvent], names: set[str], end: float, series: list[dict[str, str]] | None = None
+) -> list[tuple[float, float, str]]:
     """(from, to, alertname) of each period an alert in ``names`` was firing; an open one ends at ``end``."""
     open_: dict[tuple[str, str], float] = {}
     out = []
@@ -114,10 +114,11 @@ class ExplorerScreen(DataScreen):
         self.all_series = p.series
         self._fill_list()
         title = self.query_one("#ex-title", Static)
-        title.update(f"[b]{self.expr or 'pick a series or type PromQL'}[/b]   range {self.range_text}"
-                     "   [dim]\\[ ] shorter/longer, r custom[/dim]")
-        self.query_one("#ex-chart", SeriesChart).show(p.lines, p.thresholds, p.firing, p.start, p.end,
-                                                      self.mlapp.tz)
+        title.update(
+            f"[b]{self.expr or 'pick a series or type PromQL'}[/b]   range {self.range_text}"
+            "   [dim]\\[ ] shorter/longer, r custom[/dim]"
+        )
+        self.query_one("#ex-chart", SeriesChart).show(p.lines, p.thresholds, p.firing, p.start, p.end, self.mlapp.tz)
         stats = []
         for i, s in enumerate(p.lines[:8]):
             src = " (rollup)" if s.from_rollup else ""

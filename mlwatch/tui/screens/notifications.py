@@ -27,8 +27,15 @@ class NotificationsScreen(DataScreen):
         yield Static("", id="nt-detail")
 
     def on_mount(self) -> None:
-        add_columns(self.query_one("#nt-table", DataTable), ("CREATED", 14), ("NOTIFIER", 16), ("STATUS", 10),
-                    ("ATTEMPTS", 8), ("ALERTS", 20), ("LAST ERROR", 50))
+        add_columns(
+            self.query_one("#nt-table", DataTable),
+            ("CREATED", 14),
+            ("NOTIFIER", 16),
+            ("STATUS", 10),
+            ("ATTEMPTS", 8),
+            ("ALERTS", 20),
+            ("LAST ERROR", 50),
+        )
         super().on_mount()
 
     def collect(self) -> list[NotificationInfo]:
@@ -37,15 +44,24 @@ class NotificationsScreen(DataScreen):
 
     def draw(self, payload: Any) -> None:
         tz = self.mlapp.tz
-        self.items = [n for n in reversed(payload)
-                      if keep(f"{n.notifier} {n.status} {' '.join(n.alerts)} {n.last_error}", self.flt)]
+        self.items = [
+            n
+            for n in reversed(payload)
+            if keep(f"{n.notifier} {n.status} {' '.join(n.alerts)} {n.last_error}", self.flt)
+        ]
         t = self.query_one("#nt-table", DataTable)
         row = t.cursor_row
         t.clear()
         for n in self.items:
             st = _STYLE.get(n.status, "")
-            t.add_row(when(n.created_at, tz), n.notifier, f"[{st}]{n.status}[/]", str(len(n.attempts)),
-                      ",".join(sorted(set(n.alerts))), n.last_error[:80])
+            t.add_row(
+                when(n.created_at, tz),
+                n.notifier,
+                f"[{st}]{n.status}[/]",
+                str(len(n.attempts)),
+                ",".join(sorted(set(n.alerts))),
+                n.last_error[:80],
+            )
         if row < t.row_count:
             t.move_cursor(row=row)
         self._detail()

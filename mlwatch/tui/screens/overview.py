@@ -33,10 +33,22 @@ class OverviewScreen(DataScreen):
         yield Static("", id="ov-down")
 
     def on_mount(self) -> None:
-        add_columns(self.query_one("#ov-alerts", DataTable), ("STATE", 9), ("ALERT", 22), ("SINCE", 9), ("VALUE", 9),
-                    ("LABELS", 60))
-        add_columns(self.query_one("#ov-series", DataTable), ("SERIES", 28), ("LABELS", 38), ("VALUE", 9),
-                    ("TREND", 5), ("LAST HOUR", 20))
+        add_columns(
+            self.query_one("#ov-alerts", DataTable),
+            ("STATE", 9),
+            ("ALERT", 22),
+            ("SINCE", 9),
+            ("VALUE", 9),
+            ("LABELS", 60),
+        )
+        add_columns(
+            self.query_one("#ov-series", DataTable),
+            ("SERIES", 28),
+            ("LABELS", 38),
+            ("VALUE", 9),
+            ("TREND", 5),
+            ("LAST HOUR", 20),
+        )
         super().on_mount()
 
     def collect_first(self) -> OverviewData:
@@ -57,10 +69,12 @@ class OverviewScreen(DataScreen):
             text = f"{a.state} {a.name} {labels(a.labels)}"
             if keep(text, self.flt):
                 style = "bold red" if a.state == "firing" else "yellow"
-                at.add_row(f"[{style}]{a.state.upper()}[/]", a.name, ago(a.active_at, p.now), num(a.value),
-                           labels(a.labels))
+                at.add_row(
+                    f"[{style}]{a.state.upper()}[/]", a.name, ago(a.active_at, p.now), num(a.value), labels(a.labels)
+                )
         if not at.row_count:
             at.add_row("[green]OK[/]", "no active alerts", "", "", "")
+        self.mlapp.known_series = [s.selector for s in p.series]
         st = self.query_one("#ov-series", DataTable)
         keep_row = st.cursor_row
         st.clear()
@@ -78,8 +92,10 @@ class OverviewScreen(DataScreen):
             st.move_cursor(row=keep_row)
         down = self.query_one("#ov-down", Static)
         if p.down:
-            down.update("[b red]Sources down:[/] " + "  ".join(
-                f"{s.job}/{s.instance} ({s.last_error or 'no data'})" for s in p.down))
+            down.update(
+                "[b red]Sources down:[/] "
+                + "  ".join(f"{s.job}/{s.instance} ({s.last_error or 'no data'})" for s in p.down)
+            )
         else:
             down.update("[green]All sources up[/]" if p.series else "")
 

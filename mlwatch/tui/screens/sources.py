@@ -29,8 +29,17 @@ class SourcesScreen(DataScreen):
         yield Static("", id="src-detail")
 
     def on_mount(self) -> None:
-        add_columns(self.query_one("#src-table", DataTable), ("JOB", 16), ("INSTANCE", 34), ("TYPE", 8), ("HEALTH", 8),
-                    ("LAST", 9), ("DURATION", 9), ("SAMPLES", 9), ("ERRORS", 7))
+        add_columns(
+            self.query_one("#src-table", DataTable),
+            ("JOB", 16),
+            ("INSTANCE", 34),
+            ("TYPE", 8),
+            ("HEALTH", 8),
+            ("LAST", 9),
+            ("DURATION", 9),
+            ("SAMPLES", 9),
+            ("ERRORS", 7),
+        )
         super().on_mount()
 
     def collect(self) -> tuple[list[SourceInfo], float]:
@@ -44,8 +53,16 @@ class SourcesScreen(DataScreen):
         t.clear()
         for s in self.items:
             st = _STYLE.get(s.health, "")
-            t.add_row(s.job, s.instance, s.type, f"[{st}]{s.health}[/]", ago(s.last_scrape, self.now),
-                      f"{s.duration_s:.3f}s", str(s.samples), str(sum(s.errors.values())))
+            t.add_row(
+                s.job,
+                s.instance,
+                s.type,
+                f"[{st}]{s.health}[/]",
+                ago(s.last_scrape, self.now),
+                f"{s.duration_s:.3f}s",
+                str(s.samples),
+                str(sum(s.errors.values())),
+            )
         if row < t.row_count:
             t.move_cursor(row=row)
         self._detail()

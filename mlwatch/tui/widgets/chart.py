@@ -51,8 +51,13 @@ class SeriesChart(PlotextPlot):
         for a, b, name in firing:
             a, b = max(a, start), min(b, end)
             if b > a:
-                plt.plot([a, b], [lo - pad / 2, lo - pad / 2], color="red", marker="hd",
-                         label=None if name in labelled else f"{name} firing")
+                plt.plot(
+                    [a, b],
+                    [lo - pad / 2, lo - pad / 2],
+                    color="red",
+                    marker="hd",
+                    label=None if name in labelled else f"{name} firing",
+                )
                 labelled.add(name)
         plt.xlim(start, end)
         plt.ylim(lo - pad, hi + pad)

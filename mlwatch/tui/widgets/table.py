@@ -20,7 +20,7 @@ class VimTable(DataTable[str]):
         Binding("ctrl+u", "page_up", "Page up", show=False),
     ]
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+    def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
 
 

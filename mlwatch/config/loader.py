@@ -28,6 +28,7 @@ from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from mlwatch.config._fields import _ENV_NAME_RE, CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, _keys_of, _kind
+from mlwatch.config.ml import labels_for_problems
 from mlwatch.config.schema import Config, check_metric_types, default_config
 from mlwatch.errors import ConfigError, ConfigProblem
 
@@ -440,6 +441,9 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     if config is not None:
         decls = [(d.name, d.type, reader.lines.line(d.loc)) for d in config.metric_declarations()]
         problems += check_metric_types(decls, filename)
+        for i, message in labels_for_problems(config.sources):
+            line = reader.lines.line(("sources", i, "labels_for", "source"))
+            problems.append(ConfigProblem(filename, line, f"sources[{i}].{message}"))
     if problems or config is None:
         raise ConfigError(_finish(problems))
     return config

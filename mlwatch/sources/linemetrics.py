@@ -154,7 +154,11 @@ class LineMetrics:
 
     def snapshot(self) -> Any:
         return [
-            [m.name, m.kind, list(m.label_names), [[list(k), v] for k, v in m.values.items()]] for m in self._metrics
+            # Histogram/summary values are lists mutated in place: copy them, or a rollback after a
+            # refused batch would restore the already-advanced lists and count lines twice.
+            [m.name, m.kind, list(m.label_names), [[list(k), list(v) if isinstance(v, list) else v]
+                                                   for k, v in m.values.items()]]
+            for m in self._metrics
         ]
 
     def restore(self, state: Any) -> None:

@@ -284,3 +284,19 @@ def test_bulk_path_is_taken_for_clean_chunks() -> None:
     assert not LineMetrics(cfg.metrics, {}).feed_chunk(docs, 0)
     simple = [m for m in cfg.metrics if m.name != "tokens_total"]
     assert LineMetrics(simple, {}).feed_chunk(docs, 0)
+
+
+def test_snapshot_restore_rolls_histograms_back() -> None:
+    """A refused batch restores the state of its snapshot: histogram lists must not be shared."""
+    from mlwatch.sources.logfile import LineMetrics
+    from mlwatch.sources.sampling import LineEvent
+
+    metrics = log_source(Path("/nonexistent")).metrics
+    lm = LineMetrics(metrics, {})
+    lm.feed(LineEvent({"model": "a", "latency_ms": 10.0}, 5, "p"))
+    committed = lm.snapshot()
+    lm.feed(LineEvent({"model": "a", "latency_ms": 20.0}, 6, "p"))
+    lm.restore(committed)  # the second line's batch was refused
+    lm.feed(LineEvent({"model": "a", "latency_ms": 20.0}, 6, "p"))  # ... and is read again
+    counts = [v[-1] for x in lm._metrics if x.kind == "histogram" for v in x.values.values()]
+    assert counts and all(c == 2 for c in counts)

@@ -52,10 +52,9 @@ class DataScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#filter", Input).display = False
-        self.reload()
 
     def on_screen_resume(self) -> None:
-        self.reload()
+        self.reload()  # also the first load: a screen resumes when first shown
 
     # ------------------------------------------------------------ collect apart from draw
 

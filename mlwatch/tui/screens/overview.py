@@ -22,6 +22,7 @@ class OverviewData:
     series: list[SeriesRow]
     down: list[SourceInfo]
     now: float
+    first: bool = False  # the quick first part: values without sparklines, only as many rows as fit
 
 
 class OverviewScreen(DataScreen):
@@ -53,7 +54,8 @@ class OverviewScreen(DataScreen):
 
     def collect_first(self) -> OverviewData:
         d = self.data
-        return OverviewData(d.alerts(), d.series(history_s=0), [s for s in d.sources() if s.health == "down"], d.now())
+        down = [s for s in d.sources() if s.health == "down"]
+        return OverviewData(d.alerts(), d.series(history_s=0), down, d.now(), first=True)
 
     def collect(self) -> OverviewData:
         d = self.data
@@ -78,7 +80,10 @@ class OverviewScreen(DataScreen):
         st = self.query_one("#ov-series", DataTable)
         keep_row = st.cursor_row
         st.clear()
+        room = self.size.height * 2 if p.first else len(p.series)  # the rest comes with the full draw
         for s in p.series:
+            if st.row_count >= room:
+                break
             lbl = labels(s.labels, ())
             if not keep(f"{s.name} {lbl}", self.flt):
                 continue

@@ -28,6 +28,7 @@ from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from mlwatch.config._fields import _ENV_NAME_RE, CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, _keys_of, _kind
+from mlwatch.config.alerting import rule_file_problems
 from mlwatch.config.ml import labels_for_problems
 from mlwatch.config.schema import Config, check_metric_types, default_config
 from mlwatch.errors import ConfigError, ConfigProblem
@@ -389,9 +390,12 @@ def _validation_problems(exc: ValidationError, reader: _TreeReader, file: str) -
 # ------------------------------------------------------------------ public loading API
 
 
-def _finish(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+def _finish(problems: list[ConfigProblem], filename: str) -> list[ConfigProblem]:
+    """Unique problems: the config file's by line, then each rule file's by line (files in the
+    order ``rule_files`` names them)."""
     unique = list(dict.fromkeys(problems))
-    return sorted(unique, key=lambda p: p.line)
+    files = list(dict.fromkeys(p.file for p in unique if p.file != filename))
+    return sorted(unique, key=lambda p: (-1 if p.file == filename else files.index(p.file), p.line))
 
 
 def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] = os.environ) -> Config:
@@ -430,7 +434,9 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     problems = list(reader.problems)
     problems += _duplicate_source_names(tree, reader, filename)
     base_dir = Path.cwd() if filename.startswith("<") else Path(filename).resolve().parent
-    context = {"env": env, "base_dir": base_dir, "from_file": True}
+    # Rule files' problems are reported below as their own RULEFILE:LINE lines, not folded into one
+    # line at rule_files (which is what model validation does without this flag).
+    context = {"env": env, "base_dir": base_dir, "from_file": True, "rule_files_by_loader": True}
     config: Config | None = None
     try:
         config = Config.model_validate(tree, context=context)
@@ -444,8 +450,18 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
         for i, message in labels_for_problems(config.sources):
             line = reader.lines.line(("sources", i, "labels_for", "source"))
             problems.append(ConfigProblem(filename, line, f"sources[{i}].{message}"))
+    patterns = tree.get("rule_files")
+    if isinstance(patterns, list) and all(isinstance(p, str) and p.strip() for p in patterns):
+        # (otherwise validation reports rule_files itself; a blank pattern would glob the directory)
+        # rule_file_problems names files relative to the config's directory; name them as the config
+        # file was named (rules/x.yml next to conf/mlwatch.yaml is conf/rules/x.yml), so each can be opened.
+        folder = "" if filename.startswith("<") else os.path.dirname(filename)
+        problems += [
+            ConfigProblem(os.path.join(folder, p.file), p.line, p.message)
+            for p in rule_file_problems(patterns, base_dir)
+        ]
     if problems or config is None:
-        raise ConfigError(_finish(problems))
+        raise ConfigError(_finish(problems, filename))
     return config
 
 

@@ -47,3 +47,13 @@ def test_check_config_returns_the_same_problems(monkeypatch: pytest.MonkeyPatch)
     problems = check_config("many_errors.bad.yaml", {})
     assert [str(p) for p in problems] == _directives(BAD / "many_errors.bad.yaml", "#> ")
     assert all(p.file == "many_errors.bad.yaml" and p.line > 0 for p in problems)
+
+
+def test_rule_file_problems_are_named_as_the_config_file_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config given as DIR/FILE names its rule files DIR/RULEFILE, one line per problem, so each opens."""
+    monkeypatch.chdir(BAD.parent)
+    problems = [str(p) for p in check_config("bad/rule_files.bad.yaml", {})]
+    expected = _directives(BAD / "rule_files.bad.yaml", "#> ")
+    assert problems == [f"bad/{line}" for line in expected]
+    assert sum(p.startswith("bad/rules/serving.yml:") for p in problems) == 2
+    assert sum(p.startswith("bad/rules/quality.yml:") for p in problems) == 3

@@ -59,6 +59,13 @@ class _StorageCollector(Collector):
         counter("mlwatch_storage_commits", "Write transactions committed (group commits).", s.commits)
         counter("mlwatch_storage_write_batches", "Write batches committed.", s.batches)
         counter("mlwatch_storage_write_failures", "Write transactions that failed.", s.failures)
+        counter("mlwatch_storage_compactions", "Compaction cycles completed (log into compressed chunks).", s.compactions)
+        counter("mlwatch_storage_compacted_samples", "Samples written into compressed chunks.", s.compacted_samples)
+        counter("mlwatch_storage_compaction_seconds", "Writer-thread time spent compacting.", s.compaction_seconds)
+        counter("mlwatch_storage_compaction_failures", "Compaction steps that failed (retried later).",
+                s.compaction_failures)
+        out.append(GaugeMetricFamily("mlwatch_storage_head_samples", "Samples in the log, not yet in chunks.",
+                                     value=s.head_samples))
         out.append(GaugeMetricFamily("mlwatch_storage_series", "Series known to storage.", value=s.series))
         out.append(GaugeMetricFamily("mlwatch_storage_write_queue_depth", "Write batches waiting for the writer.", value=self._depth()))
         out.append(GaugeMetricFamily(

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import click
 
 from mlwatch.commands.common import common_options, handle_errors
-from mlwatch.commands.importfmt import FORMATS, ImportStats, batches, read_items, render_openmetrics, validate
+from mlwatch.sources.importfmt import FORMATS, ImportStats, batches, read_items, render_openmetrics, validate
 from mlwatch.errors import MlwatchError, ParseError
 
 BATCH = 50_000

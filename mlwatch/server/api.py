@@ -272,7 +272,7 @@ class PrometheusApi:
     # ------------------------------------------------------------ import
     async def import_(self, request: web.Request) -> web.Response:
         """Backfill: the body (OpenMetrics text or CSV) is validated whole, then written in batches."""
-        from mlwatch.commands.importfmt import FORMATS, ImportStats, batches, read_items, text_lines, validate
+        from mlwatch.sources.importfmt import FORMATS, ImportStats, batches, read_items, text_lines, validate
         from mlwatch.storage.writer import WriteBatch
 
         if self.writer is None:

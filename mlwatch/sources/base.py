@@ -57,6 +57,7 @@ class Collection:
     bad: collections.Counter[str] = field(default_factory=collections.Counter)  # bad input by reason
     rejected: list[str] = field(default_factory=list)  # a few rejected inputs, for the TUI
     more: bool = False  # a log source has more lines ready: collect again right away
+    lost: tuple[int, int] | None = None  # a log source's totals of bytes and lines lost to copytruncate
     buffer_on_failure: bool = True  # scrapes may wait in memory; logs re-read (the file is the buffer)
     commit: Callable[[], None] = _noop
     abort: Callable[[], None] = _noop
@@ -105,6 +106,8 @@ class TargetHealth:
     errors_total: collections.Counter[str] = field(default_factory=collections.Counter)
     rejected: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=MAX_REJECTED))
     dropped_samples: int = 0  # scrape samples dropped because storage stayed unavailable
+    lost_bytes_total: int = 0  # log sources: unread bytes that a truncation without a copy lost
+    lost_lines_total: int = 0  # ... and the lines among them that could be counted
 
     def record_bad(self, bad: collections.Counter[str], rejected: Iterable[str]) -> None:
         self.errors_total.update(bad)
@@ -127,6 +130,8 @@ class TargetHealth:
             "errors_total": dict(self.errors_total),
             "rejected": list(self.rejected),
             "dropped_samples": self.dropped_samples,
+            "lost_bytes_total": self.lost_bytes_total,
+            "lost_lines_total": self.lost_lines_total,
         }
         return json.dumps(doc, ensure_ascii=False).encode()
 

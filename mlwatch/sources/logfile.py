@@ -120,6 +120,8 @@ class LogFileSource:
         self.sampled_total = 0
         self._last_full_ms = 0
         self._newest_ts = 0
+        self.lost_bytes_total = 0  # copytruncate's own loss, committed with the offsets (tail.py)
+        self.lost_lines_total = 0
 
     # ---------------------------------------------------------------- state
     def _snapshot(self) -> dict[str, Any]:
@@ -130,6 +132,8 @@ class LogFileSource:
             "lines": self.lines_total,
             "sampled": self.sampled_total,
             "newest_ts": self._newest_ts,
+            "lost_bytes": self.lost_bytes_total,
+            "lost_lines": self.lost_lines_total,
         }
 
     def restore(self, raw: bytes | None) -> None:
@@ -147,6 +151,8 @@ class LogFileSource:
         self.lines_total = int(doc.get("lines", 0))
         self.sampled_total = int(doc.get("sampled", 0))
         self._newest_ts = int(doc.get("newest_ts", 0))
+        self.lost_bytes_total = int(doc.get("lost_bytes", 0))
+        self.lost_lines_total = int(doc.get("lost_lines", 0))
 
     def removed(self, now_ms: int) -> list[Sample]:
         return []  # log-derived series do not go stale
@@ -256,6 +262,8 @@ class LogFileSource:
                         if len(rejected) < MAX_REJECTED_PER_CHUNK:
                             rejected.append(f"{r}: {raw[:300].decode('utf-8', 'replace')}")
         self.lines_total += len(result.lines)
+        self.lost_bytes_total += result.lost_bytes
+        self.lost_lines_total += result.lost_lines
         self.sampled_total += sampled
         if sampler is not None:
             for ev in sampler.flush(newest if ts_field is not None else now_ms):
@@ -283,6 +291,7 @@ class LogFileSource:
             rejected=rejected,
             more=result.more,
             buffer_on_failure=False,
+            lost=(self.lost_bytes_total, self.lost_lines_total),
         )
         collection.commit = lambda: self.tailer.commit(new_tail)
         collection.abort = lambda: self._apply(before)

@@ -399,6 +399,8 @@ class SourceManager:
         h.last_scrape_ms = now_ms
         h.last_duration_s = duration
         h.record_bad(col.bad, col.rejected)
+        if col.lost is not None:  # totals from the source's committed state: a retried batch repeats, not adds
+            h.lost_bytes_total, h.lost_lines_total = col.lost
         if col.error is not None:
             self._fail_health(runner, col.reason or "error", col.error, now_ms)
         else:
@@ -554,6 +556,16 @@ class _SourceCollector(Collector):
                                      labels=["job", "reason"])  # fmt: skip
         dropped = CounterMetricFamily("mlwatch_source_dropped_samples", "Scraped samples dropped while storage was unavailable.",
                                       labels=["job"])  # fmt: skip
+        lost_bytes = CounterMetricFamily(
+            "mlwatch_source_lost_bytes",
+            "Bytes of a log file lost to truncation without a rotated copy (copytruncate): those seen but not yet "
+            "read when the file shrank. Writes between the last read and the truncation cannot be seen.",
+            labels=["job", "instance"])  # fmt: skip
+        lost_lines = CounterMetricFamily(
+            "mlwatch_source_lost_lines",
+            "Lines among mlwatch_source_lost_bytes, where they could be counted: a lost partial line counts one; "
+            "bytes left unscanned at the read budget count in bytes only, so this is a lower bound.",
+            labels=["job", "instance"])  # fmt: skip
         by_reason: collections.Counter[tuple[str, str]] = collections.Counter(self._m._file_errors)
         by_job_dropped: collections.Counter[str] = collections.Counter()
         for h in self._m.healths():
@@ -562,8 +574,11 @@ class _SourceCollector(Collector):
             for reason, n in h.errors_total.items():
                 by_reason[(h.job, reason)] += n
             by_job_dropped[h.job] += h.dropped_samples
+            if h.source_type == "log":
+                lost_bytes.add_metric([h.job, h.instance], h.lost_bytes_total)
+                lost_lines.add_metric([h.job, h.instance], h.lost_lines_total)
         for (job, reason), n in sorted(by_reason.items()):
             errors.add_metric([job, reason], n)
         for job, n in sorted(by_job_dropped.items()):
             dropped.add_metric([job], n)
-        return [duration, samples, errors, dropped]
+        return [duration, samples, errors, dropped, lost_bytes, lost_lines]

@@ -6,7 +6,9 @@ Files are known by identity (device, inode) and a fingerprint (their first bytes
   restart, is found again among its siblings by identity) and its unread lines are read first;
 - **copytruncate**: a new file whose first bytes equal a tracked file's is that file's copy and is
   read only from the tracked offset on; the original, now shorter than its offset, is read again
-  from 0; a file that shrinks without a copy is read from 0 and counted (reason ``truncated``);
+  from 0; a file that shrinks without a copy is read from 0 and counted (reason ``truncated``), and
+  what it held unread is lost: :attr:`ReadResult.lost_bytes` counts the bytes between the offset and
+  the size last seen, ``lost_lines`` their lines when they had all been scanned (a partial line: one);
 - **vanish and reappear**: a deleted file is read to its end through the open descriptor and then
   forgotten; a file that appears later (new identity) is read from its beginning;
 - **inode reuse**: a known identity whose first bytes changed is a new file;
@@ -43,6 +45,13 @@ class FileState:
     fp: bytes  # the file's first bytes (up to FP_BYTES) as last seen
     skipping: bool = False  # inside a line longer than max_line_bytes
     gone: bool = False  # no longer at a matched path: read to its end, then forgotten
+    size: int = 0  # the file's size when last read: bytes in [offset, size) are seen but unread
+    unread_lines: int = -1  # lines in [offset, size) (a partial one counts), -1 when not scanned
+
+    def unread(self) -> tuple[int, int]:
+        """Bytes and lines (-1: not known) seen but not read: what a truncation without a copy loses."""
+        lost = max(0, self.size - self.offset)
+        return lost, (self.unread_lines if lost else 0)
 
     @property
     def ident(self) -> Ident:
@@ -50,12 +59,14 @@ class FileState:
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "dev": self.dev, "ino": self.ino, "offset": self.offset,
-                "fp": self.fp.hex(), "skip": self.skipping, "gone": self.gone}  # fmt: skip
+                "fp": self.fp.hex(), "skip": self.skipping, "gone": self.gone, "size": self.size,
+                "unread_lines": self.unread_lines}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FileState:
         return cls(str(d["path"]), int(d["dev"]), int(d["ino"]), int(d["offset"]), bytes.fromhex(d["fp"]),
-                   bool(d.get("skip", False)), bool(d.get("gone", False)))  # fmt: skip
+                   bool(d.get("skip", False)), bool(d.get("gone", False)), int(d.get("size", 0)),
+                   int(d.get("unread_lines", -1)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +92,8 @@ class ReadResult:
     bad: collections.Counter[str]
     rejected: list[str]
     more: bool  # stopped at the byte budget with more to read
+    lost_bytes: int = 0  # unread bytes of files truncated without a copy (copytruncate's own loss)
+    lost_lines: int = 0  # the lines among them that could be counted (see FileState.unread)
 
 
 def _fp_key(fp: bytes) -> str:
@@ -259,9 +272,13 @@ class Tailer:
                     files[copy.ident] = copy
                     copied.add(f.fp)
                     older.add(copy.ident)
-        bad["truncated"] += sum(1 for f in restarted if f.fp not in copied)
-        if not bad["truncated"]:
-            del bad["truncated"]
+        lost_bytes = lost_lines = 0
+        for f in restarted:
+            if f.fp not in copied:
+                bad["truncated"] += 1
+                nbytes, nlines = f.unread()
+                lost_bytes += nbytes
+                lost_lines += max(nlines, 0)
         # Read: rotated-away files first (their lines are older), then by path.
         lines: list[tuple[bytes, str]] = []
         budget = self.read_bytes
@@ -282,7 +299,7 @@ class Tailer:
                 files[f.ident] = new
             if not exhausted:
                 more = True
-        return ReadResult(lines, TailState(files, True), bad, rejected, more)
+        return ReadResult(lines, TailState(files, True), bad, rejected, more, lost_bytes, lost_lines)
 
     def _read_file(self, fd: int, f: FileState, budget: int, lines: list[tuple[bytes, str]],
                    bad: collections.Counter[str], rejected: list[str]) -> tuple[FileState, int, bool]:  # fmt: skip
@@ -330,7 +347,13 @@ class Tailer:
                 used -= len(chunk) - end - 1  # the partial rest is read again next time
         size = os.fstat(fd).st_size
         exhausted = offset >= size or (not skipping and _no_newline_after(fd, offset, size, limit))
-        return replace(f, offset=offset, skipping=skipping, fp=fp), used, exhausted
+        # What is left is a partial line (one line, should it be lost) or, at the budget, not scanned.
+        unread_lines = 0 if offset >= size else 1 if exhausted else -1
+        return (
+            replace(f, offset=offset, skipping=skipping, fp=fp, size=size, unread_lines=unread_lines),
+            used,
+            exhausted,
+        )
 
 
 def _no_newline_after(fd: int, offset: int, size: int, limit: int) -> bool:

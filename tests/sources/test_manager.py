@@ -160,3 +160,34 @@ def test_targets_file_formats(tmp_path: Path) -> None:
         assert "expected a list" in str(exc)
     else:
         raise AssertionError("a mapping is not a targets file")
+
+
+async def test_lines_lost_to_truncation_are_exposed_and_stored_with_health(tmp_path: Path, writer: Writer,
+                                                                          reader: Reader, clock: FakeClock) -> None:  # fmt: skip
+    log = tmp_path / "p.jsonl"
+    log.write_text('{"m": "x"}\n{"m": "y"')  # the second line is still being written
+    text = f"""sources:
+  - name: logs
+    type: log
+    path: {log}
+    metrics: [{{name: lines_by_m_total, type: counter, labels: {{m: "{{m}}"}}}}]
+"""
+    m = SourceManager(parse_config(text).sources, writer, reader, clock=clock)
+    await m.start(None)
+    await m.run_once()
+    log.write_text('{"m": "z"}\n')  # truncated in place, no rotated copy: the unread partial line is lost
+    clock.advance(15)
+    await m.run_once()
+    exposition = generate_latest(_registry(m)).decode()
+    assert f'mlwatch_source_lost_lines_total{{instance="{log}",job="logs"}} 1.0' in exposition
+    assert f'mlwatch_source_lost_bytes_total{{instance="{log}",job="logs"}} 9.0' in exposition
+    stored_health = json.loads(reader.state(f"source_health/logs/{log}") or b"{}")
+    assert stored_health["lost_lines_total"] == 1 and stored_health["lost_bytes_total"] == 9
+    await m.stop()
+    # the totals are committed with the offsets: a restart continues them
+    m2 = SourceManager(parse_config(text).sources, writer, reader, clock=clock)
+    await m2.start(None)
+    clock.advance(15)
+    await m2.run_once()
+    assert (m2.healths()[0].lost_bytes_total, m2.healths()[0].lost_lines_total) == (9, 1)
+    await m2.stop()

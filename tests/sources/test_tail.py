@@ -174,3 +174,55 @@ def test_real_logrotate(tmp_path: Path, mode: str) -> None:
     got += drain(t)
     assert len(got) == written
     assert len(set(got)) == written
+
+
+def test_truncation_without_a_copy_counts_the_lost_bytes_and_lines(tmp_path: Path) -> None:
+    p = tmp_path / "app.log"
+    p.write_text("a\nb\n")
+    t = Tailer(str(tmp_path / "app.log*"))
+    assert drain(t) == [b"a", b"b"]
+    append(p, "half a li")  # seen, not yet read: a partial line
+    r = t.read()
+    t.commit(r.state)
+    assert r.lines == [] and (r.lost_bytes, r.lost_lines) == (0, 0)
+    with open(p, "r+") as f:  # truncated, and no rotated copy holds the partial line
+        f.truncate(0)
+    append(p, "c\n")
+    r = t.read()
+    t.commit(r.state)
+    assert [x for x, _ in r.lines] == [b"c"]
+    assert (r.lost_bytes, r.lost_lines) == (9, 1)
+    assert r.bad["truncated"] == 1
+    saved = TailState.from_json(t.state.to_json())  # size and unread lines survive a restart
+    assert saved == t.state
+
+
+def test_truncation_at_the_read_budget_counts_bytes_only(tmp_path: Path) -> None:
+    p = tmp_path / "app.log"
+    p.write_text("".join(f"{i:04d}\n" for i in range(100)))  # 500 bytes
+    t = Tailer(str(p), read_bytes=100, max_line_bytes=99)
+    r = t.read()
+    t.commit(r.state)
+    assert r.more and len(r.lines) == 20
+    with open(p, "r+") as f:
+        f.truncate(0)
+    append(p, "x\n")
+    r = t.read()
+    assert (r.lost_bytes, r.lost_lines) == (400, 0)  # the rest was never scanned: its lines are unknown
+
+
+def test_copytruncate_with_its_copy_loses_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "app.log"
+    lines = [f"line {i} " + "." * 300 for i in range(4)]
+    p.write_text("".join(x + "\n" for x in lines[:2]))
+    t = Tailer(str(p))  # the copy is not matched by the pattern: found as a sibling
+    assert len(drain(t)) == 2
+    append(p, lines[2] + "\n")
+    shutil.copy(p, tmp_path / "app.log.1")
+    with open(p, "r+") as f:
+        f.truncate(0)
+    append(p, lines[3] + "\n")
+    r = t.read()
+    t.commit(r.state)
+    assert [x.decode() for x, _ in r.lines] == [lines[2], lines[3]]
+    assert (r.lost_bytes, r.lost_lines) == (0, 0)

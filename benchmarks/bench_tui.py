@@ -208,7 +208,7 @@ def main() -> None:
                 note="target < 1000 ms; every visible row with its value",
             ),
             row(
-                "B8 TUI overview with sparklines of the last hour (ms)",
+                "B8 TUI overview complete: all rows, sparklines (ms)",
                 full,
                 floor,
                 unit="ms",

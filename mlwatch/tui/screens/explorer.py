@@ -16,7 +16,7 @@ from mlwatch.model import parse_duration_ms
 from mlwatch.readside import AlertEvent, ChartSeries, SeriesRow, Threshold
 from mlwatch.tui.screens.base import DataScreen
 from mlwatch.tui.widgets.chart import COLORS, SeriesChart, fmt_stats
-from mlwatch.tui.widgets.fmt import keep, labels, row_filter
+from mlwatch.tui.widgets.fmt import INTERNAL, keep, labels, row_filter
 from mlwatch.tui.widgets.table import VimOptionList
 
 PRESETS = ("15m", "1h", "6h", "24h", "7d", "30d")
@@ -135,12 +135,12 @@ class ExplorerScreen(DataScreen):
         search = row_filter(typed) if typed and typed != self.expr else (False, None)
         highlighted = ol.highlighted
         ol.clear_options()
-        for s in self.all_series:
+        for s in sorted(self.all_series, key=lambda s: bool(INTERNAL.match(s.name))):
             text = f"{s.name} {labels(s.labels, ())}"
             if keep(text, search) and keep(text, self.flt):
                 ol.add_option(Option(text, id=s.selector))
-        if highlighted is not None and highlighted < ol.option_count:
-            ol.highlighted = highlighted
+        if ol.option_count:
+            ol.highlighted = highlighted if highlighted is not None and highlighted < ol.option_count else 0
 
     @on(Input.Changed, "#ex-expr")
     def _typed(self) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
 from mlwatch.readside import AlertInfo, SeriesRow, SourceInfo
 from mlwatch.tui.messages import ShowSeries
 from mlwatch.tui.screens.base import DataScreen
-from mlwatch.tui.widgets.fmt import ago, keep, labels, num, sparkline, trend
+from mlwatch.tui.widgets.fmt import INTERNAL, ago, keep, labels, num, sparkline, trend
 from mlwatch.tui.widgets.table import VimTable, add_columns
 
 
@@ -26,10 +27,22 @@ class OverviewData:
 
 
 class OverviewScreen(DataScreen):
+    """Internal series (mlwatch's own, ALERTS, scrape bookkeeping, histogram buckets) only with ``i``."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("i", "toggle_internal", "Internal series")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.show_internal = False
+
+    def action_toggle_internal(self) -> None:
+        self.show_internal = not self.show_internal
+        self.reload()
+
     def compose_body(self) -> ComposeResult:
         yield Static("Alerts", classes="section")
         yield VimTable(id="ov-alerts")
-        yield Static("Series (Enter: explore)", classes="section")
+        yield Static("Series (Enter: explore)", classes="section", id="ov-series-title")
         yield VimTable(id="ov-series")
         yield Static("", id="ov-down")
 
@@ -81,9 +94,13 @@ class OverviewScreen(DataScreen):
         keep_row = st.cursor_row
         st.clear()
         room = self.size.height * 2 if p.first else len(p.series)  # the rest comes with the full draw
+        hidden = 0
         for s in p.series:
             if st.row_count >= room:
                 break
+            if not self.show_internal and INTERNAL.match(s.name):
+                hidden += 1
+                continue
             lbl = labels(s.labels, ())
             if not keep(f"{s.name} {lbl}", self.flt):
                 continue
@@ -95,6 +112,12 @@ class OverviewScreen(DataScreen):
             st.add_row(name, lbl, num(s.value), trend(s.history), sparkline(s.history), key=s.selector)
         if keep_row < st.row_count:
             st.move_cursor(row=keep_row)
+        note = (
+            f" · {hidden} internal hidden (i shows)"
+            if hidden
+            else (" · i hides internal" if self.show_internal else "")
+        )
+        self.query_one("#ov-series-title", Static).update(f"Series (Enter: explore){note}")
         down = self.query_one("#ov-down", Static)
         if p.down:
             down.update(

@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+# mlwatch's own series, ALERTS, scrape bookkeeping and histogram buckets: listed after the rest
+INTERNAL = re.compile(r"^(ALERTS|ALERTS_FOR_STATE|mlwatch_.*|scrape_.*|push_(failure_)?time_seconds|.*_bucket)$")
 
 
 def when(ts: float | None, tz: dt.tzinfo | None) -> str:

@@ -335,3 +335,14 @@ async def test_command_palette_switches_screens_and_explores(app: MlwatchApp) ->
         await settle(pilot)
         assert isinstance(app.screen, ExplorerScreen)
         assert app.screen.expr == 'ai_model_accuracy{model="churn"}'
+
+
+async def test_i_toggles_internal_series(app: MlwatchApp) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        screen = cast(OverviewScreen, app.screen)
+        assert not screen.show_internal
+        await pilot.press("i")
+        await settle(pilot)
+        assert screen.show_internal
+        assert "i hides internal" in _text(app, "#ov-series-title")

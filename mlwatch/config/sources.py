@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from mlwatch.config.ml import (
     regression_series,
 )
 from mlwatch.config.parts import (
+    FiniteFloat,
     JsonMetricConfig,
     LogMetricConfig,
     MetricName,
@@ -199,6 +201,43 @@ class HttpSourceConfig(SourceConfig):
             yield MetricDeclaration(m.name, MetricType(m.type), ("metrics", i, "name"))
 
 
+DEFAULT_QUANTILES = (0.5, 0.9, 0.99)
+DEFAULT_SUMMARY_MAX_AGE = 10 * 60 * _S
+
+
+class LogSourceMetricConfig(LogMetricConfig):
+    """A log source's derived metric; a ``summary`` also writes ``quantile`` series over a sliding window."""
+
+    quantiles: list[FiniteFloat] | None = None
+    """Summary only: the quantiles written (``quantile="0.5"``...), each in [0, 1]; default 0.5, 0.9, 0.99."""
+    max_age: PositiveDuration | None = None
+    """Summary only: how far back the quantiles look (as prometheus_client's ``MaxAge``); default 10m."""
+
+    @model_validator(mode="after")
+    def _summary_keys(self) -> LogSourceMetricConfig:
+        if self.type != "summary":
+            for key in ("quantiles", "max_age"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} is only for summaries")
+            return self
+        qs = self.quantiles
+        if qs is not None:
+            if any(not 0.0 <= q <= 1.0 for q in qs):
+                raise ValueError("quantiles must each be between 0 and 1")
+            if any(a >= b for a, b in itertools.pairwise(qs)):
+                raise ValueError("quantiles must be a strictly increasing list")
+        return self
+
+    @property
+    def summary_quantiles(self) -> tuple[float, ...]:
+        return DEFAULT_QUANTILES if self.quantiles is None else tuple(self.quantiles)
+
+    @property
+    def summary_max_age(self) -> int:
+        """Milliseconds."""
+        return DEFAULT_SUMMARY_MAX_AGE if self.max_age is None else self.max_age
+
+
 @source_type("log")
 class LogSourceConfig(SourceConfig):
     """Tails log files (a glob), derives metrics per line; offsets are committed with the samples."""
@@ -213,7 +252,7 @@ class LogSourceConfig(SourceConfig):
     timestamp: TimestampConfig | None = None
     sampling: SamplingConfig | None = None
     max_line_bytes: Size = 1024 * 1024
-    metrics: list[LogMetricConfig] = Field(default_factory=list)
+    metrics: list[LogSourceMetricConfig] = Field(default_factory=list)
     classification: ClassificationConfig | None = None
     regression: RegressionConfig | None = None
     labels_for: LabelsForConfig | None = None

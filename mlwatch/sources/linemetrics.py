@@ -4,7 +4,16 @@
 closure (``_feeder``) for the per-line path; a clean chunk of JSONL lines can instead be applied in bulk
 with numpy (``feed_chunk``), which must give the same result (tests/sources/test_logfile.py checks).
 Values are kept per label-value tuple; ``samples()`` writes them as Prometheus series (histograms as
-cumulative ``_bucket{le}``, ``_sum``, ``_count``).
+cumulative ``_bucket{le}``, ``_sum``, ``_count``; summaries as ``{quantile}``, ``_sum``, ``_count``).
+
+Summary quantiles cover the last ``max_age`` as prometheus_client's (Go's) summaries do: the window is
+``AGE_BUCKETS`` slots of ``max_age / AGE_BUCKETS`` (by the line's time), so it spans between 4/5 of
+``max_age`` and ``max_age``, and each slot keeps a uniform reservoir of at most ``RESERVOIR`` values
+(Algorithm R), so memory is bounded per label set. Error: exact while a slot has seen at most
+``RESERVOIR`` values; beyond, a quantile's rank is off by about sqrt(q(1-q)/n) (one standard
+deviation), n being the values kept in the window (up to 1,280): 0.3% of rank for q=0.99, 1.4% for
+q=0.5. The reservoir's choices are a hash of the count, not random, so the same lines always give the
+same state, and the windows are committed with the offsets like every other value here.
 """
 
 from __future__ import annotations
@@ -19,12 +28,92 @@ import numpy as np
 import orjson
 
 from mlwatch.config.parts import DEFAULT_BUCKETS, LogMetricConfig, template_fields
+from mlwatch.config.sources import DEFAULT_QUANTILES, DEFAULT_SUMMARY_MAX_AGE
 from mlwatch.model import MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.sources.fieldpath import MISSING, FieldPath, to_number
 from mlwatch.sources.sampling import LineEvent
 from mlwatch.sources.textparse import format_float
 
-__all__ = ["LineMetrics"]
+__all__ = ["AGE_BUCKETS", "RESERVOIR", "LineMetrics", "QuantileWindow"]
+
+AGE_BUCKETS = 5
+RESERVOIR = 256
+_M64 = (1 << 64) - 1
+
+
+def _mix(n: int) -> int:
+    """splitmix64: a well-spread hash of an integer (the reservoir's deterministic dice)."""
+    z = (n + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+class QuantileWindow:
+    """The values of one summary series over a sliding window, bounded (see the module docstring)."""
+
+    __slots__ = ("newest", "slots", "width")
+
+    def __init__(self, max_age_ms: int) -> None:
+        self.width = max(1, max_age_ms // AGE_BUCKETS)
+        self.slots: dict[int, tuple[list[int], list[float]]] = {}  # slot -> ([values seen], reservoir)
+        self.newest = -(1 << 62)
+
+    def add(self, ts: int, x: float) -> None:
+        s = ts // self.width
+        slot = self.slots.get(s)
+        if slot is None:
+            if s <= self.newest - AGE_BUCKETS:
+                return  # older than the whole window: it still counts in _sum and _count
+            slot = self.slots[s] = ([0], [])
+            if s > self.newest:
+                self.newest = s
+                for old in [k for k in self.slots if k <= s - AGE_BUCKETS]:
+                    del self.slots[old]
+        seen, kept = slot
+        n = seen[0]
+        if n < RESERVOIR:
+            kept.append(x)
+        else:
+            j = _mix(n * 1_000_003 + s) % (n + 1)
+            if j < RESERVOIR:
+                kept[j] = x
+        seen[0] = n + 1
+
+    def quantiles(self, t: int, qs: Sequence[float]) -> list[float] | None:
+        """The quantiles of the values in the window ending at ``t`` (None: the window is empty)."""
+        now = t // self.width
+        weighted: list[tuple[float, float]] = []
+        for s, (seen, kept) in self.slots.items():
+            if now - AGE_BUCKETS < s <= now and kept:
+                w = seen[0] / len(kept)  # each kept value stands for this many seen
+                weighted += [(x, w) for x in kept]
+        if not weighted:
+            return None
+        weighted.sort()
+        total = sum(w for _, w in weighted)
+        out: list[float] = []
+        i, acc = 0, weighted[0][1]
+        for q in qs:  # increasing: one pass
+            target = q * total
+            while acc < target - 1e-9 * total and i + 1 < len(weighted):
+                i += 1
+                acc += weighted[i][1]
+            out.append(weighted[i][0])
+        return out
+
+    def to_json(self) -> list[Any]:
+        # fresh lists: the live ones keep changing after the snapshot is taken
+        return [self.width, [[s, seen[0], list(kept)] for s, (seen, kept) in self.slots.items()]]
+
+    def load(self, doc: Any) -> bool:
+        """Take a :meth:`to_json` state; False (and nothing loaded) when it was made for another width."""
+        width, slots = doc
+        if width != self.width:
+            return False
+        self.slots = {int(s): ([int(n)], [float(x) for x in kept]) for s, n, kept in slots}
+        self.newest = max(self.slots, default=-(1 << 62))
+        return True
 
 
 class _Template:
@@ -74,7 +163,8 @@ def _label_text(v: Any) -> str:
 
 
 class _Metric:
-    __slots__ = ("buckets", "cfg", "field", "kind", "label_names", "name", "scale", "templates", "touched", "values")
+    __slots__ = ("buckets", "cfg", "field", "kind", "label_names", "max_age", "name", "quantiles", "scale",
+                 "templates", "touched", "values", "windows")  # fmt: skip
 
     def __init__(self, cfg: LogMetricConfig) -> None:
         self.cfg = cfg
@@ -88,6 +178,11 @@ class _Metric:
         # label values -> float (counter, gauge) or [bucket counts..., sum, count] (histogram, summary)
         self.values: dict[tuple[str, ...], Any] = {}
         self.touched: dict[tuple[str, ...], int] = {}  # label values -> newest event time since last emit
+        summary = cfg.type == "summary"
+        self.quantiles = getattr(cfg, "summary_quantiles", DEFAULT_QUANTILES) if summary else ()
+        self.max_age: int = getattr(cfg, "summary_max_age", DEFAULT_SUMMARY_MAX_AGE)
+        # label values -> the window of a summary's quantiles (None: not a summary, or no quantiles)
+        self.windows: dict[tuple[str, ...], QuantileWindow] | None = {} if self.quantiles else None
 
 
 class LineMetrics:
@@ -144,6 +239,10 @@ class LineMetrics:
                         acc += n
                         out.append(Sample(SeriesKey.of(m.name + "_bucket", {**labels, "le": _le(le)}), ts, float(acc)))
                     out.append(Sample(SeriesKey.of(m.name + "_bucket", {**labels, "le": "+Inf"}), ts, float(value[-1])))
+                elif m.windows is not None and (win := m.windows.get(key)) is not None:
+                    qv = win.quantiles(ts, m.quantiles)
+                    for q, v in zip(m.quantiles, qv or (), strict=False):  # an empty window writes none
+                        out.append(Sample(SeriesKey.of(m.name, {**labels, "quantile": _le(q)}), ts, v))
                 out.append(Sample(SeriesKey.of(m.name + "_sum", labels), ts, float(value[-2])))
                 out.append(Sample(SeriesKey.of(m.name + "_count", labels), ts, float(value[-1])))
             m.touched.clear()
@@ -156,17 +255,29 @@ class LineMetrics:
         return [
             # Histogram/summary values are lists mutated in place: copy them, or a rollback after a
             # refused batch would restore the already-advanced lists and count lines twice.
-            [m.name, m.kind, list(m.label_names), [[list(k), list(v) if isinstance(v, list) else v]
-                                                   for k, v in m.values.items()]]
+            [
+                m.name,
+                m.kind,
+                list(m.label_names),
+                [[list(k), list(v) if isinstance(v, list) else v] for k, v in m.values.items()],
+                [[list(k), w.to_json()] for k, w in (m.windows or {}).items()],
+            ]
             for m in self._metrics
         ]
 
     def restore(self, state: Any) -> None:
-        by_name = {(name, kind, tuple(labels)): values for name, kind, labels, values in state or []}
+        by_name = {(e[0], e[1], tuple(e[2])): e[3] for e in state or []}
+        windows = {(e[0], e[1], tuple(e[2])): e[4] for e in state or [] if len(e) > 4}
         for m in self._metrics:
             values = by_name.get((m.name, m.kind, m.label_names))
             m.values.clear()  # in place: the feeders hold these dicts
             m.touched.clear()
+            if m.windows is not None:
+                m.windows.clear()
+                for k, doc in windows.get((m.name, m.kind, m.label_names)) or []:
+                    win = QuantileWindow(m.max_age)
+                    if win.load(doc):  # max_age changed: the quantiles start again
+                        m.windows[tuple(k)] = win
             for k, v in values or []:
                 if isinstance(v, list) and m.kind in ("histogram", "summary"):
                     if len(v) != len(m.buckets) + 2:
@@ -258,6 +369,7 @@ def _feeder(m: _Metric) -> Feeder:
     kind = m.kind
     buckets = m.buckets
     nb = len(buckets)
+    windows, max_age = m.windows, m.max_age
 
     def observe(fields: dict[str, Any], ts: int) -> str | None:
         key = key_of(fields)
@@ -288,6 +400,11 @@ def _feeder(m: _Metric) -> Feeder:
                     cur[i] += 1  # per-bucket counts; cumulated when written
             cur[-2] += x
             cur[-1] += 1
+            if windows is not None:
+                win = windows.get(key)
+                if win is None:
+                    win = windows[key] = QuantileWindow(max_age)
+                win.add(ts, x)
         if ts > touched.get(key, -1):
             touched[key] = ts
         return None
@@ -369,6 +486,12 @@ def _chunk_plan(m: _Metric, docs: list[dict[str, Any]], ts: int) -> Callable[[],
                         cur[i] += int(per_bucket[g, i])
                 cur[-2] += float(sums[g])
                 cur[-1] += int(counts_arr[g])
+                if m.windows is not None:
+                    win = m.windows.get(key)
+                    if win is None:
+                        win = m.windows[key] = QuantileWindow(m.max_age)
+                    for x in (xs[inverse == g] if groups > 1 else xs).tolist():
+                        win.add(ts, x)
             touched[key] = max(touched.get(key, -1), ts)
 
     return apply

@@ -268,6 +268,9 @@ def test_bulk_chunk_path_equals_the_per_line_path(docs: list[dict[str, object]])
         else:
             assert math.isclose(float(va), float(vb), abs_tol=1e-6), k  # type: ignore[arg-type]
     assert {(x.name, k) for x in per_line._metrics for k in x.touched} == {(x.name, k) for x in bulk._metrics for k in x.touched}
+    # summary quantile windows: the same values, in the same order per series, give the same reservoirs
+    windows = [[(k, w.to_json()) for k, w in (x.windows or {}).items()] for m in (per_line, bulk) for x in m._metrics]
+    assert windows[: len(windows) // 2] == windows[len(windows) // 2 :]
 
 
 def test_bulk_path_is_taken_for_clean_chunks() -> None:

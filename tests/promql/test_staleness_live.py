@@ -18,12 +18,13 @@ jitter). That is the only freedom the comparison allows:
   range queries alike; ``count_over_time`` may differ by one sample, since a window of ``w`` holds
   ``w / INTERVAL`` or one more samples depending on where the scrapes fall.
 - *Counters* grow linearly with wall time (``RATE`` per second), so a sample's value depends on when it
-  was taken: ``rate``/``increase`` over windows whose both ends lie in periods where the series exists
-  extrapolate to the same ``RATE * range`` on both sides, up to the milliseconds between a scrape's
-  timestamp and the exporter computing the value (5 % relative allowed: 50 ms over a sampled span of
-  1 s; an engine that did not extrapolate, or mishandled the gap, would be off by 10 % or more); a raw
-  counter value may differ by ``RATE * (INTERVAL + EPS)`` (the two last samples lie up to a scrape
-  interval apart).
+  was taken. ``rate``/``increase`` over a window whose two ends are settled (the series exists from the
+  window's start to a scrape later, and from a scrape before its end to its end, with no phase change
+  in between) extrapolate to the same ``RATE * range`` on both sides, up to the milliseconds between a
+  scrape's timestamp and the exporter computing the value: 5 % relative is allowed (50 ms over a sampled
+  span of 1 s); an engine that did not extrapolate, or mishandled the gap, would be off by 10 % or more.
+  A raw counter value may differ by ``RATE * (INTERVAL + EPS)`` (the two last samples lie up to a
+  scrape interval apart).
   Windows that span the gaps (series absent for a phase, target down) are included on purpose.
 """
 
@@ -147,9 +148,9 @@ QUERIES = [
     Q("fx_late unless fx_temp"),
     Q("fx_requests_total", 0.0, "counter_value"),
     Q("rate(fx_requests_total[1500ms])", 1.5, "counter_rate", (A, B_)),
-    Q("increase(fx_requests_total[2s])", 2.0, "counter_rate", (A, B_)),
-    Q('increase(fx_requests_total{path="/b"}[9s])', 9.0, "counter_rate", (B_,)),  # over b's gap
-    Q("rate(fx_requests_total[9s])", 9.0, "counter_rate", (A, B_)),  # over the target's outage
+    Q("increase(fx_requests_total[1500ms])", 1.5, "counter_rate", (A, B_)),
+    Q('increase(fx_requests_total{path="/b"}[10s])', 10.0, "counter_rate", (B_,)),  # over b's gap
+    Q("rate(fx_requests_total[10s])", 10.0, "counter_rate", (A, B_)),  # over the target's outage
     Q("sum(rate(fx_requests_total[1500ms]))", 1.5, "counter_rate", (A, B_)),
 ]
 PRESENCE = ["fx_temp", "fx_late", "fx_requests_total", 'up{job="fx"} == 1', 'absent(fx_temp{room="y"})']
@@ -236,9 +237,11 @@ def test_scraped_series_that_come_and_go(run: Run) -> None:
                 times = [round(start + k * 0.25, 3) for k in range(int((end - start) / 0.25) + 1)]
             for t in times:
                 if q.kind == "counter_rate":
-                    if not run.settled(t - q.window, t - q.window) or not run.settled(t, t):
+                    # Both scrapers have a sample of each series within a scrape of both window edges.
+                    edges = [(t - q.window, t - q.window + INTERVAL + EPS), (t - INTERVAL - EPS, t)]
+                    if not all(run.settled(lo, hi) for lo, hi in edges):
                         continue
-                    if not all(run.present(s, t - q.window) and run.present(s, t) for s in q.series):
+                    if not all(run.present(s, x) for s in q.series for edge in edges for x in edge):
                         continue
                 elif not run.settled(t - q.window, t):
                     continue

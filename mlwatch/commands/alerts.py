@@ -3,7 +3,8 @@
 Reads the database (read-only), so it works with and without a running daemon and on a backup copy.
 JSON items carry the fields of Prometheus' ``/api/v1/alerts`` items (``labels``, ``annotations``,
 ``state``, ``activeAt``, ``value``), plus ``condition`` (the rule's compiled expression) and, in the
-history, ``event``, ``time`` and ``resolvedAt``.
+history, ``event``, ``time`` and ``resolvedAt``. The sample count behind an alert's value, where known,
+is its ``samples`` annotation (:mod:`mlwatch.rules.samples`), shown in the table's SAMPLES column.
 """
 
 from __future__ import annotations
@@ -84,11 +85,21 @@ def alerts_command(
                 it["labels"].get("alertname", ""),
                 labels,
                 it["value"],
+                it["annotations"].get("samples", ""),
                 it.get("condition", ""),
                 summary,
             )
         )
     _table(
-        ("TIME" if mode == "history" else "ACTIVE SINCE", "STATE", "ALERT", "LABELS", "VALUE", "CONDITION", "SUMMARY"),
+        (
+            "TIME" if mode == "history" else "ACTIVE SINCE",
+            "STATE",
+            "ALERT",
+            "LABELS",
+            "VALUE",
+            "SAMPLES",
+            "CONDITION",
+            "SUMMARY",
+        ),
         rows,
     )

@@ -1,6 +1,10 @@
 """What a notification says: the Alertmanager webhook payload (version 4) plus mlwatch's rendered
-subject, plain-text and HTML bodies that explain each alert (value, condition, since when, how to
-silence it). Channels send these; none composes its own text."""
+subject, plain-text and HTML bodies that explain each alert (value, condition, sample count where
+known, since when, how to silence it). Channels send these; none composes its own text.
+
+The sample count (``extra["samples"]``, see :mod:`mlwatch.rules.samples`) is in the texts, in a
+``samples`` field of each webhook alert (a number; the exec JSON is the same payload) and, as the
+``samples`` annotation the rule manager adds, wherever annotations go (webhook, Alertmanager)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlwatch.notify.silences import rfc3339, silence_command
+from mlwatch.rules.samples import format_count
 from mlwatch.rules.templates import TemplateError, go_float, parse_template
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -34,8 +39,14 @@ class RoutedAlert:
     def firing(self) -> bool:
         return self.ends_at is None
 
+    @property
+    def samples(self) -> str:
+        """The sample count as shown ("" when unknown)."""
+        n = self.extra.get("samples")
+        return "" if n is None else format_count(float(n))
+
     def webhook(self) -> dict[str, Any]:
-        return {
+        item: dict[str, Any] = {
             "status": "firing" if self.firing else "resolved",
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
@@ -46,6 +57,10 @@ class RoutedAlert:
             "value": go_float(self.value),
             "condition": self.condition,
         }
+        n = self.extra.get("samples")
+        if n is not None:  # an extra field, as value and condition are; receivers ignore unknown keys
+            item["samples"] = int(n) if float(n).is_integer() else float(n)
+        return item
 
 
 def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
@@ -121,7 +136,8 @@ def render_texts(
         lines.append(f"{title}:")
         rows.append(
             f"<h3>{title}</h3><table border='1' cellpadding='4' cellspacing='0'>"
-            "<tr><th>alert</th><th>labels</th><th>value</th><th>condition</th><th>since</th><th>summary</th></tr>"
+            "<tr><th>alert</th><th>labels</th><th>value</th><th>condition</th><th>samples</th><th>since</th>"
+            "<th>summary</th></tr>"
         )
         for a in group:
             summary = a.annotations.get("summary") or a.annotations.get("description", "")
@@ -130,19 +146,20 @@ def render_texts(
             lines.append(f"  value: {go_float(a.value)}")
             if a.condition:
                 lines.append(f"  condition: {a.condition}")
-            if "samples" in a.extra:
-                lines.append(f"  samples: {a.extra['samples']}")
+            if a.samples:
+                lines.append(f"  samples: {a.samples}")
             lines.append(f"  since: {since}")
             if summary:
                 lines.append(f"  summary: {summary}")
             for k, v in sorted(a.annotations.items()):
-                if k not in ("summary",):
+                if k != "summary" and not (k == "samples" and v == a.samples):  # shown above
                     lines.append(f"  {k}: {v}")
             cells = [
                 a.labels.get("alertname", ""),
                 _label_text(a.labels),
                 go_float(a.value),
                 a.condition,
+                a.samples,
                 since,
                 summary,
             ]

@@ -146,6 +146,7 @@ class Router:
                 a.condition,
                 generator_url,
                 now,
+                {} if a.samples is None else {"samples": a.samples},
             )
             self.alerts[fp] = ra
             self._assign(ra, now)

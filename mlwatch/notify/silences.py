@@ -178,7 +178,7 @@ def muted_by(labels: Mapping[str, str], silences: Sequence[Silence], now: float)
 
 def silence_command(labels: Mapping[str, str], keys: Sequence[str] = ("alertname",)) -> str:
     """A ready-to-paste ``mlwatch silence add`` for an alert."""
-    parts = [str(LabelMatcher(k, labels[k])) for k in keys if k in labels] or [
+    parts = [str(LabelMatcher(k, labels[k])) for k in dict.fromkeys(keys) if k in labels] or [
         str(LabelMatcher(k, v)) for k, v in sorted(labels.items())
     ]
     return "mlwatch silence add " + " ".join(f"'{p}'" for p in parts) + " --duration 2h --comment '...'"

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from mlwatch.model import STALE_NAN_BITS, Sample, SeriesKey
 from mlwatch.rules.loading import AlertingRule, RecordingRule, RuleGroup
+from mlwatch.rules.samples import format_count, sample_counts
 from mlwatch.rules.state import Alert, AlertState, Transition, fingerprint, step_absent, step_present
 from mlwatch.rules.templates import TemplateError, parse_template
 from mlwatch.storage.alertstore import AlertRow, EventRow
@@ -188,7 +189,8 @@ class RuleManager:
             except Exception as exc:  # noqa: BLE001
                 health.health, health.last_error = "err", f"resolve_expr: {exc}"
                 resolve = None
-            self._alerting(rt, rule, vector, resolve, t, events, upserts, deletes)
+            counts = await self._sample_counts(rule, vector, t) if vector else []
+            self._alerting(rt, rule, vector, counts, resolve, t, events, upserts, deletes)
             for a in rt.alerts.get(rule.name, {}).values():
                 series_now |= self._alert_series(a, t_ms, samples)
         for gone in rt.series_prev - series_now:
@@ -224,6 +226,13 @@ class RuleManager:
 
         return await asyncio.to_thread(self.query, expr, t)
 
+    async def _sample_counts(self, rule: AlertingRule, vector: Vector, t: float) -> list[float | None]:
+        import asyncio
+
+        return await asyncio.to_thread(
+            sample_counts, self.query, vector, t, samples_expr=rule.samples, rule_expr=rule.expr
+        )
+
     def _record(self, rule: RecordingRule, vector: Vector, t_ms: int, out: list[Sample]) -> set[SeriesKey]:
         keys: set[SeriesKey] = set()
         for labels, value in vector:
@@ -248,6 +257,7 @@ class RuleManager:
         rt: GroupRuntime,
         rule: AlertingRule,
         vector: Vector,
+        counts: Sequence[float | None],
         resolve: Vector | None,
         t: float,
         events: list[Transition],
@@ -258,7 +268,7 @@ class RuleManager:
         rkey = rule_key(rt.group, rule.name)
         seen: set[str] = set()
         changed: list[Alert] = []
-        for labels, value in vector:
+        for (labels, value), count in zip(vector, counts, strict=True):
             src = {k: v for k, v in labels.items() if k != "__name__"}
             value = float(value)
             lab = dict(src)
@@ -267,6 +277,8 @@ class RuleManager:
             lab = {k: v for k, v in lab.items() if v != ""}
             lab["alertname"] = rule.name
             ann = {k: _render(v, src, value, self.external_labels) for k, v in rule.annotations.items()}
+            if count is not None:  # persisted and sent with the alert; a rule's own `samples` annotation wins
+                ann.setdefault("samples", format_count(count))
             fp = fingerprint(lab)
             if fp in seen:
                 continue  # Prometheus reports this as an error of the rule; keep the first
@@ -284,6 +296,7 @@ class RuleManager:
                     last_eval=t,
                     source_labels=src,
                     condition=rule.condition,
+                    samples=count,
                 )
                 alerts[fp] = a
                 if rule.for_ms <= 0:
@@ -294,6 +307,7 @@ class RuleManager:
             else:
                 a.source_labels = src
                 a.condition = rule.condition
+                a.samples = count
                 if step_present(a, value, lab, ann, t, rule.for_ms / 1000) is AlertState.FIRING:
                     events.append(Transition(t, AlertState.FIRING, _copy(a)))
             changed.append(a)
@@ -402,6 +416,7 @@ def _copy(a: Alert) -> Alert:
         a.last_sent_am,
         dict(a.source_labels),
         a.condition,
+        a.samples,
     )
 
 

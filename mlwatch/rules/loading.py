@@ -31,6 +31,7 @@ class AlertingRule:
     annotations: dict[str, str] = field(default_factory=dict)
     condition: str = ""  # human description (the shorthand, or the expression)
     shorthand: str | None = None  # "threshold", "drop", "absent" when compiled from one
+    samples: str | None = None  # the sample count's expression when the rule names it (drop's samples:)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ def make_rule(cfg: RuleConfig) -> Rule:
         # A shorthand explains itself and shows what it compiled to; a plain rule is its expression.
         condition=f"{compiled.condition} (PromQL: {compiled.expr})" if short else compiled.condition,
         shorthand=short,
+        samples=cfg.drop.samples if cfg.drop is not None else None,
     )
 
 

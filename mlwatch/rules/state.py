@@ -49,6 +49,7 @@ class Alert:
     last_sent_am: float | None = None
     source_labels: dict[str, str] = field(default_factory=dict)  # the query result's labels (no __name__)
     condition: str = ""
+    samples: float | None = None  # the sample count behind the value, where known (mlwatch.rules.samples)
 
     @property
     def fingerprint(self) -> str:

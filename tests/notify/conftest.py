@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 
 from mlwatch.storage.writer import Writer
+from tests.helpers import free_port
 
 
 @dataclass
@@ -70,3 +72,24 @@ def writer(engine: Engine, clock: Clock) -> Iterator[Writer]:
     w.start()
     yield w
     w.stop()
+
+
+class Sink:
+    """An SMTP handler that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink() -> Any:
+    sink = Sink()
+    port = free_port()
+    ctl = Controller(sink, hostname="127.0.0.1", port=port)
+    ctl.start()
+    yield sink, port
+    ctl.stop()

@@ -42,6 +42,8 @@ rules:
 def query(expr: str, t: float) -> list[tuple[dict[str, str], float]]:
     if expr == "ai_model_accuracy < 0.9":
         return [({"__name__": "ai_model_accuracy", "model": "m"}, 0.85)]
+    if expr == "ai_model_samples":  # the sample count behind the accuracy (mlwatch.rules.samples)
+        return [({"__name__": "ai_model_samples", "model": "m"}, 240.0)]
     return []
 
 
@@ -178,10 +180,13 @@ def test_cli_without_a_daemon(daemonish: Daemonish) -> None:
     (item,) = json.loads(res.output)
     assert set(item) >= {"labels", "annotations", "state", "activeAt", "value"}
     assert item["state"] == "firing" and item["condition"] == "ai_model_accuracy < 0.9"
+    assert item["annotations"]["samples"] == "240"
     res = run(alerts_command, ["--history", "-o", "json", "-c", cfg])
     assert [e["event"] for e in json.loads(res.output)] == ["firing"]
     res = run(alerts_command, ["-c", cfg])
     assert "FIRING" in res.output and "AccuracyLow" in res.output and "accuracy of m is 85%" in res.output
+    header, row = res.output.splitlines()[:2]
+    assert "SAMPLES" in header and row[header.index("SAMPLES") :].startswith("240 ")
     res = run(silence_group, ["add", "alertname=AccuracyLow", "--duration", "30m", "-c", cfg])
     assert res.exit_code == 0
     res = run(silence_group, ["list", "-o", "json", "-c", cfg])

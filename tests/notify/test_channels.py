@@ -26,7 +26,7 @@ from mlwatch.notify.channels import make_channel
 from mlwatch.notify.channels.email import EmailNotifier
 from mlwatch.notify.message import RoutedAlert, build_payload
 from tests.helpers import free_port
-from tests.notify.conftest import Receiver
+from tests.notify.conftest import Receiver, Sink
 
 FIXTURES = Path(__file__).parents[1] / "config" / "fixtures"
 
@@ -50,25 +50,6 @@ def payload(key: str = "idem-123") -> dict[str, Any]:
         resolved=[],
         external_url="http://127.0.0.1:9091",
     )
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_sink() -> Any:
-    sink = Sink()
-    port = free_port()
-    ctl = Controller(sink, hostname="127.0.0.1", port=port)
-    ctl.start()
-    yield sink, port
-    ctl.stop()
 
 
 async def test_email_plain_text_and_html(smtp_sink: Any) -> None:

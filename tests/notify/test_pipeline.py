@@ -3,16 +3,21 @@ webhook receiver on loopback; outages, retries with backoff, idempotency keys, r
 
 from __future__ import annotations
 
+import email
 import itertools
+import json
 import random
 import sqlite3
+import sys
+from email import policy
 from pathlib import Path
+from typing import Any
 
 from mlwatch.config import parse_config
 from mlwatch.notify.service import AlertingService
 from mlwatch.storage import alertstore
 from mlwatch.storage.writer import Writer
-from tests.notify.conftest import Clock, Receiver
+from tests.notify.conftest import Clock, Receiver, Sink
 
 
 def _config(url: str, extra: str = "") -> object:
@@ -32,10 +37,15 @@ routes:
 
 
 class Acc:
+    """ai_model_accuracy{model="m"} at ``value``, computed from ``samples`` outcomes (ai_model_samples)."""
+
     def __init__(self) -> None:
         self.value = 0.95
+        self.samples = 37.0
 
     def __call__(self, expr: str, t: float) -> list:
+        if expr == "ai_model_samples":  # the sample count's companion (mlwatch.rules.samples)
+            return [({"__name__": "ai_model_samples", "model": "m"}, self.samples)]
         assert expr == "ai_model_accuracy < 0.9"
         return [({"__name__": "ai_model_accuracy", "model": "m"}, self.value)] if self.value < 0.9 else []
 
@@ -218,3 +228,63 @@ async def test_history_retention(writer: Writer, clock: Clock, receiver: Receive
     assert await svc.maintain(clock.t + 31 * 86400) > 0  # storage.retention defaults to 30d
     conn = _db(writer)
     assert alertstore.load_events(conn) == [] and alertstore.load_notifications(conn) == []
+
+
+async def test_every_channel_says_the_sample_count(
+    writer: Writer, clock: Clock, receiver: Receiver, smtp_sink: Any, tmp_path: Path
+) -> None:
+    """Value, condition, sample count and how to silence: in the e-mail (text and HTML), the webhook
+    payload (a ``samples`` field and annotation), the Apprise body and the exec JSON."""
+    sink: Sink = smtp_sink[0]
+    port = receiver.url.rsplit(":", 1)[1]
+    out = tmp_path / "exec.json"
+    script = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.stdin.read())"
+    extra = f"""
+  - {{name: mail, type: email, smtp: {{host: 127.0.0.1, port: {smtp_sink[1]}}}, from: a@example.com, to: [b@example.com]}}
+  - {{name: chat, type: apprise, urls: ["json://127.0.0.1:{port}/apprise"]}}
+  - {{name: failover, type: exec, command: {json.dumps([sys.executable, "-c", script, str(out)])}}}
+"""
+    cfg = parse_config(
+        f"""
+alerting: {{staleness_alerts: {{enabled: false}}}}
+rules:
+  - alert: AccuracyLow
+    expr: ai_model_accuracy < 0.9
+    for: 30s
+notifiers:
+  - {{name: hook, type: webhook, url: {receiver.url}/hook}}{extra}
+routes:
+  - {{notifiers: [hook, mail, chat, failover], group_wait: 10s, group_interval: 1m, repeat_interval: 1h}}
+"""
+    )
+    acc = Acc()
+    acc.value, acc.samples = 0.8, 412.0
+    svc = AlertingService(cfg, query=acc, writer=writer, clock=clock, rng=random.Random(1))
+    await _run(svc, clock, 60)
+    for _ in range(20):  # the channels deliver from the outbox
+        clock.t += 1
+        await svc.tick(clock.t)
+    hook, chat = (
+        next(b for b in receiver.bodies if "mlwatch" in b),
+        next(b for b in receiver.bodies if "mlwatch" not in b),
+    )
+    (alert,) = hook["alerts"]
+    assert alert["samples"] == 412 and alert["annotations"]["samples"] == "412"
+    assert alert["value"] == "0.8" and alert["condition"] == "ai_model_accuracy < 0.9"
+    assert "  samples: 412" in hook["mlwatch"]["text"] and hook["mlwatch"]["text"].count("samples:") == 1
+    assert hook["mlwatch"]["silence"] == "mlwatch silence add 'alertname=\"AccuracyLow\"' --duration 2h --comment '...'"
+
+    assert "samples: 412" in chat["message"] and "To silence: mlwatch silence add" in chat["message"]
+
+    ((_, _, raw),) = sink.messages
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "value: 0.8" in plain and "condition: ai_model_accuracy < 0.9" in plain and "samples: 412" in plain
+    assert "<th>samples</th>" in html and "<td>412</td>" in html
+
+    got = json.loads(out.read_text())
+    assert got["alerts"][0]["samples"] == 412
+
+    events = alertstore.load_events(_db(writer))  # the history keeps the count with the alert
+    assert [e.annotations.get("samples") for e in events] == ["412", "412"]

@@ -72,6 +72,8 @@ async def test_drop_fires_only_when_significant(engine: Engine) -> None:
         await svc.evaluate()
         # Same 16% drop: significant with 2000 outcomes per window, sampling noise with 12.
         assert _firing(svc) == {"big": "firing"}
+        (alert,) = svc.active_alerts()  # the notification can say how many outcomes the value rests on
+        assert alert.samples == 2000.0 and alert.annotations["samples"] == "2000"
     finally:
         w.stop()
 

@@ -27,8 +27,8 @@ import numpy.typing as npt
 
 from mlwatch.errors import MlwatchError
 
-ROLLUP_STEP_MS = 300_000  # the rollup level long ranges are drawn from (storage.downsample's usual step)
-ROLLUP_AFTER_MS = 2 * 86_400_000  # ranges at least this long try the rollups first
+ROLLUP_STEP_MS = 300_000  # without a config: the rollup level long ranges are drawn from
+ROLLUP_AFTER_MS = 2 * 86_400_000  # and the range from which they are tried
 
 
 # ------------------------------------------------------------------ what screens receive
@@ -258,6 +258,7 @@ class ReadSide:
         timeout_ms: int = 30_000,
         max_samples: int = 50_000_000,
         rules: Sequence[tuple[str, str]] = (),
+        downsample: Sequence[tuple[int, int]] = ((ROLLUP_AFTER_MS, ROLLUP_STEP_MS),),
         client_factory: Callable[[str], DaemonClient] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -275,6 +276,7 @@ class ReadSide:
             self.reader, EngineOptions(lookback_ms=lookback_ms, timeout_ms=timeout_ms, max_samples=max_samples), clock
         )
         self._conn = alertstore.open_direct(db_path, readonly=True)
+        self._downsample = list(downsample)  # (after_ms, step_ms) rollup levels of storage.downsample
         self._rules = list(rules)  # (alertname, expr) of the configured alerting rules
         self._client_factory = client_factory or (lambda listen: DaemonClient(listen))
         self._clock = clock
@@ -362,12 +364,12 @@ class ReadSide:
             raw_from = s_ms
             parts: list[tuple[npt.NDArray[np.float64], ...]] = []
             agg: list[tuple[float, float, float, float]] = []  # (min, sum, max, count)
-            if e_ms - s_ms >= ROLLUP_AFTER_MS:
-                bts, cols = self.reader.read_rollup(info.id, ROLLUP_STEP_MS, s_ms, e_ms)
+            for step_ms in self._rollup_steps(e_ms - s_ms, width):
+                bts, cols = self.reader.read_rollup(info.id, step_ms, s_ms, e_ms)
                 if len(bts):
                     used_rollup = True
-                    raw_from = int(bts[-1]) + ROLLUP_STEP_MS
-                    t = bts.astype(np.float64) / 1000 + ROLLUP_STEP_MS / 2000
+                    raw_from = int(bts[-1]) + step_ms
+                    t = bts.astype(np.float64) / 1000 + step_ms / 2000
                     parts.append(minmax_columns(t, cols["min"], cols["max"], start, end, width))
                     cnt = float(cols["count"].sum())
                     if cnt:
@@ -379,6 +381,7 @@ class ReadSide:
                                 cnt,
                             )
                         )
+                    break
             ts, vals = self.reader.read_range(info.id, raw_from, e_ms)
             live = np.isfinite(vals)  # staleness markers are NaNs
             ts, vals = ts[live], vals[live]
@@ -405,6 +408,12 @@ class ReadSide:
                 )
             )
         return out
+
+    def _rollup_steps(self, span_ms: int, width: int) -> list[int]:
+        """Rollup steps worth trying for a ``span_ms`` chart: coarsest first, none finer than needed."""
+        steps = sorted({step for after, step in self._downsample if span_ms >= after}, reverse=True)
+        fine_enough = [st for st in steps if st <= span_ms // max(width, 1)]
+        return fine_enough or steps[-1:]
 
     def thresholds(self, expr: str) -> list[Threshold]:
         """Threshold lines of the alerting rules (configured, or seen in the history) watching ``expr``'s metrics."""
@@ -568,6 +577,7 @@ def open_readside(config_path: str | None, db_url: str | None, clock: Callable[[
         timeout_ms=limits.query_timeout,
         max_samples=limits.query_max_samples,
         rules=rules,
+        downsample=[(d.after, d.step) for d in cfg.storage.downsample] or [(ROLLUP_AFTER_MS, ROLLUP_STEP_MS)],
         client_factory=lambda listen: DaemonClient(listen, tls=tls, token=token),
         clock=clock,
     )

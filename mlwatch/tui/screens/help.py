@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 HELP = """[b]mlwatch tui[/b]
 
+[b]Overview[/b]  Enter explores the series   i shows/hides internal series (mlwatch_*, ALERTS, buckets)
 [b]Screens[/b]   1 overview   2 explorer   3 alerts   4 notifications   5 sources   ctrl+p commands
 [b]Move[/b]      j/k or ↓/↑   g/G top/bottom   h/l or ←/→ scroll   ctrl+d/ctrl+u page   tab next pane
 [b]Filter[/b]    /  regex over the rows (!regex inverts), Esc clears

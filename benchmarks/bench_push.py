@@ -147,7 +147,7 @@ def main() -> None:
     seconds = args.seconds or (5 if args.quick else 10)
     wrk = ensure_debian("wrk", "wrk")
     pgw = ensure_debian("prometheus-pushgateway", "prometheus-pushgateway")
-    console = Console()
+    console = Console(width=160)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mlwatch-bench-") as tmpd:
         tmp = Path(tmpd)

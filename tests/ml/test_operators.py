@@ -269,20 +269,23 @@ def test_regression_window_counters_matured_windows_and_drift(tmp_path: Path) ->
 
 
 def test_labels_for_must_name_a_prediction_source(tmp_path: Path) -> None:
-    from mlwatch.config.ml import labels_for_problems
+    import pytest
 
-    cfgs = sources(
-        tmp_path,
-        JOIN
-        + """
+    from mlwatch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        sources(
+            tmp_path,
+            JOIN
+            + """
   - name: stray
     type: log
     path: {dir}/other.jsonl
     labels_for: {source: nowhere, key: id}
 """,
-    )
-    assert labels_for_problems(cfgs) == [
-        (2, "labels_for.source: 'nowhere' is not a log source with classification or regression")
+        )
+    assert [p.message for p in err.value.problems] == [
+        "sources[2].labels_for.source: 'nowhere' is not a log source with classification or regression"
     ]
 
 

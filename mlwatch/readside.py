@@ -219,7 +219,12 @@ class DaemonClient:
         self.host = listen if not listen.startswith("0.0.0.0") else "127.0.0.1" + listen[7:]
         self.token = token
 
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> Any:
+    @classmethod
+    def for_config(cls, cfg: Any, listen: str) -> DaemonClient:
+        """A client of the daemon listening on ``listen``, with the config's TLS setting and bearer token."""
+        return cls(listen, tls=cfg.server.tls is not None, token=cfg.server.bearer_token())
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 60) -> Any:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -238,6 +243,11 @@ class DaemonClient:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
+            try:  # the API's JSON error bodies carry the message under "error"
+                parsed = json.loads(detail)
+                detail = parsed.get("error", detail) if isinstance(parsed, dict) else str(parsed)
+            except ValueError:
+                pass
             raise MlwatchError(f"the daemon at {self.host} refused the request ({exc.code}): {detail}") from None
         except OSError as exc:
             raise MlwatchError(f"cannot reach the daemon at {self.host}: {exc}") from None

@@ -29,10 +29,10 @@ def notify_group() -> None:
 @handle_errors
 def notify_test(notifier: str, config_path: str | None, db_url: str | None, debug: bool, log_format: str) -> None:
     """Send a test notification through NOTIFIER (a name from `notifiers:`)."""
-    from mlwatch.commands.silence import DaemonClient
     from mlwatch.config import load_config
     from mlwatch.notify.channels import make_channel
     from mlwatch.notify.testmsg import make_test_payload
+    from mlwatch.readside import DaemonClient
     from mlwatch.storage import alertstore
     from mlwatch.storage.database import read_lock_owner
 
@@ -44,7 +44,7 @@ def notify_test(notifier: str, config_path: str | None, db_url: str | None, debu
     path = Path(cfg.storage.path)
     owner = read_lock_owner(path) if path.name else None
     if owner is not None and owner.get("listen"):
-        data = DaemonClient(cfg, str(owner["listen"])).request("POST", f"/api/v1/notify/test/{notifier}")["data"]
+        data = DaemonClient.for_config(cfg, str(owner["listen"])).request("POST", f"/api/v1/notify/test/{notifier}")["data"]
         outcome = data["outcome"]
     else:
         ncfg = next(n for n in cfg.notifiers if n.name == notifier)

@@ -7,11 +7,8 @@ once), else directly in the database.
 from __future__ import annotations
 
 import json
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,50 +17,13 @@ import click
 
 from mlwatch.commands.common import common_options, handle_errors
 from mlwatch.errors import MlwatchError
+from mlwatch.readside import DaemonClient
 
 
 def usage(message: str) -> NoReturn:
     """A usage error: one line on stderr, exit 2 (``handle_errors`` would take a click exception for a bug)."""
     click.echo(f"mlwatch: error: {message}", err=True)
     sys.exit(2)
-
-
-class DaemonClient:
-    """JSON over HTTP to the daemon that holds the database (bearer token and TLS from the config)."""
-
-    def __init__(self, cfg: Any, listen: str) -> None:
-        self.scheme = "https" if cfg.server.tls else "http"
-        self.host = listen if not listen.startswith("0.0.0.0") else "127.0.0.1" + listen[7:]
-        self.token = cfg.server.bearer_token()
-
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        ctx = None
-        if self.scheme == "https":
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        req = urllib.request.Request(f"{self.scheme}://{self.host}{path}", data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=60, context=ctx) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            try:
-                parsed = json.loads(detail)
-                detail = parsed.get("error", detail) if isinstance(parsed, dict) else str(parsed)
-            except ValueError:
-                pass
-            raise MlwatchError(f"the daemon at {self.host} refused the request ({exc.code}): {detail}") from None
-        except OSError as exc:
-            raise MlwatchError(f"cannot reach the daemon at {self.host}: {exc}") from None
-        return json.loads(raw) if raw.strip() else None
 
 
 def open_store(config_path: str | None, db_url: str | None, *, write: bool) -> tuple[Any, DaemonClient | None, Any]:
@@ -76,7 +36,7 @@ def open_store(config_path: str | None, db_url: str | None, *, write: bool) -> t
     path = Path(cfg.storage.path)
     owner = read_lock_owner(path) if path.name else None
     if write and owner is not None and owner.get("listen"):
-        return cfg, DaemonClient(cfg, str(owner["listen"])), None
+        return cfg, DaemonClient.for_config(cfg, str(owner["listen"])), None
     if not path.exists():
         raise MlwatchError(f"no database at {path} (start the daemon, or pass --db)")
     conn = alertstore.open_direct(path, readonly=not write)

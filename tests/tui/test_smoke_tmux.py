@@ -116,3 +116,23 @@ def test_tui_against_a_live_daemon(daemon_factory: Callable[..., DaemonProcess],
     silences = requests.get(f"{d.url}/api/v2/silences", timeout=5).json()
     assert [s["comment"] for s in silences] == ["smoke test"]
     tmux.keys("q")
+
+
+def test_tui_against_a_live_demo(tmp_path: Path, tmux: Tmux) -> None:
+    """`mlwatch demo` in the background, `mlwatch tui` on its database: the firing alert shows up."""
+    from tests.helpers import free_port, wait_http
+
+    port = free_port()
+    work = tmp_path / "demo"
+    with (tmp_path / "demo.log").open("wb") as err:
+        demo = subprocess.Popen([*_mlwatch(), "demo", "--speed", "10", "--dir", str(work), "--listen", f"127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", timeout=30, proc=demo)
+        tmux.start([*_mlwatch(), "tui", "--db", f"sqlite:///{work / 'mlwatch.db'}", "--refresh", "1s"])
+        text = tmux.wait_for(lambda s: "AccuracyLow" in s and "FIRING" in s, timeout=60)
+        assert "fraud-v2" in text
+        tmux.keys("q")
+    finally:
+        demo.terminate()
+        demo.wait(30)

@@ -346,3 +346,22 @@ async def test_i_toggles_internal_series(app: MlwatchApp) -> None:
         await settle(pilot)
         assert screen.show_internal
         assert "i hides internal" in _text(app, "#ov-series-title")
+
+
+async def test_page_and_sideways_keys(app: MlwatchApp) -> None:
+    """ctrl+d/ctrl+u page the cursor; h/l scroll a table wider than an 80x24 terminal."""
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#ov-series", DataTable)
+        table.focus()
+        await pilot.press("ctrl+d")
+        assert table.cursor_row == table.row_count - 1  # a page is more than the seeded rows
+        await pilot.press("ctrl+u")
+        assert table.cursor_row == 0
+        assert table.virtual_size.width > table.scrollable_content_region.width  # wider than the screen
+        await pilot.press("l", "l")
+        await settle(pilot)
+        assert table.scroll_x > 0
+        await pilot.press("h", "h")
+        await settle(pilot)
+        assert table.scroll_x == 0

@@ -8,7 +8,10 @@ from the summed matrix, exactly as scikit-learn computes them on the same outcom
   and F1 of the positive class; with a score (the positive class' probability) also log-loss
   (probabilities clipped to ``[eps, 1 - eps]`` as scikit-learn does) and a binned ROC AUC;
 - multiclass: accuracy, and precision, recall, F1 per class and as ``macro``, ``micro`` and
-  ``weighted`` averages over the classes present (true or predicted) in the window.
+  ``weighted`` averages over the classes present (true or predicted) in the window; with scores
+  (a mapping class → probability) also log-loss and a one-vs-rest binned ROC AUC per class and as
+  ``macro`` and ``weighted`` (by the class' positives) averages over the classes whose AUC is defined
+  (scikit-learn's ``roc_auc_score(multi_class="ovr")``).
 
 F1 is ``2·TP / (2·TP + FP + FN)``, which equals ``2PR / (P + R)`` wherever that is defined and is 0
 when a class has errors but no true positive (scikit-learn's definition). A ratio whose denominator
@@ -18,7 +21,9 @@ classes out (scikit-learn's ``zero_division=np.nan``).
 Binned ROC AUC: scores in ``[0, 1]`` fall into ``bins`` equal bins and AUC is computed from the
 per-bin positive/negative counts, pairs in the same bin counting one half. It differs from the
 exact AUC by at most ``auc_error_bound`` = ``Σ_b pos_b·neg_b / (2·P·N)`` (only same-bin pairs can be
-ranked wrongly, each by at most one half), which is returned with it.
+ranked wrongly, each by at most one half), which is returned with it. One-vs-rest, each class has
+its own bins (the class' score of its outcomes as positives, of the other outcomes as negatives) and
+bound; an average's bound is the same average of the classes' bounds.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ class ConfusionCounts:
     scored: int = 0  # outcomes with a score (log-loss and AUC cover these)
     pos_bins: Counter[int] = field(default_factory=Counter)
     neg_bins: Counter[int] = field(default_factory=Counter)
+    # multiclass one-vs-rest AUC: class -> (positive bins, negative bins)
+    class_bins: dict[str, tuple[Counter[int], Counter[int]]] = field(default_factory=dict)
 
     def add(self, true: str, pred: str, n: int = 1) -> None:
         self.cm[(true, pred)] += n
@@ -59,13 +66,22 @@ class ConfusionCounts:
         p = min(max(score, EPS), 1 - EPS)
         self.log_loss_sum -= math.log(p) if is_positive else math.log1p(-p)
         self.scored += 1
-        b = min(int(score * bins), bins - 1)
-        (self.pos_bins if is_positive else self.neg_bins)[b] += 1
+        (self.pos_bins if is_positive else self.neg_bins)[_bin(score, bins)] += 1
 
     def add_probability(self, p_true: float) -> None:
         """A multiclass score: the probability the model gave the true class (log-loss only)."""
         self.log_loss_sum -= math.log(min(max(p_true, EPS), 1 - EPS))
         self.scored += 1
+
+    def add_class_scores(self, true: str, scores: dict[str, float], bins: int) -> None:
+        """A multiclass score for the one-vs-rest AUC: each class' probability goes to that class'
+        positive bins (the outcome is of that class) or negative bins; a true class missing from the
+        mapping counts as probability 0."""
+        if true not in scores:
+            scores = {**scores, true: 0.0}
+        for c, x in scores.items():
+            pos, neg = self.class_bins.get(c) or self.class_bins.setdefault(c, (Counter(), Counter()))
+            (pos if c == true else neg)[_bin(x, bins)] += 1
 
     def merge(self, other: ConfusionCounts) -> None:
         self.cm.update(other.cm)
@@ -73,6 +89,10 @@ class ConfusionCounts:
         self.scored += other.scored
         self.pos_bins.update(other.pos_bins)
         self.neg_bins.update(other.neg_bins)
+        for c, (pos, neg) in other.class_bins.items():
+            mine = self.class_bins.get(c) or self.class_bins.setdefault(c, (Counter(), Counter()))
+            mine[0].update(pos)
+            mine[1].update(neg)
 
     @property
     def total(self) -> int:
@@ -92,18 +112,29 @@ class ConfusionCounts:
             self.scored,
             sorted(self.pos_bins.items()),
             sorted(self.neg_bins.items()),
+            [[c, sorted(pos.items()), sorted(neg.items())] for c, (pos, neg) in sorted(self.class_bins.items())],
         ]
 
     @classmethod
     def from_json(cls, raw: Any) -> ConfusionCounts:
-        cm, ll, scored, pos, neg = raw
+        cm, ll, scored, pos, neg = raw[:5]
+        per_class = raw[5] if len(raw) > 5 else []  # state written before the multiclass AUC has none
         return cls(
             Counter({(str(t), str(p)): int(n) for t, p, n in cm}),
             float(ll),
             int(scored),
-            Counter({int(b): int(n) for b, n in pos}),
-            Counter({int(b): int(n) for b, n in neg}),
+            _bins(pos),
+            _bins(neg),
+            {str(c): (_bins(cp), _bins(cn)) for c, cp, cn in per_class},
         )
+
+
+def _bin(score: float, bins: int) -> int:
+    return min(int(score * bins), bins - 1)
+
+
+def _bins(raw: Any) -> Counter[int]:
+    return Counter({int(b): int(n) for b, n in raw})
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +237,11 @@ def class_counts(counts: ConfusionCounts) -> dict[str, tuple[int, int, int, int]
 @dataclass(frozen=True, slots=True)
 class MulticlassFigures:
     accuracy: float | None
-    per_class: dict[str, dict[str, float]]  # class -> precision/recall/f1 (those defined)
-    averages: dict[str, dict[str, float]]  # macro/micro/weighted -> precision/recall/f1 (those defined)
+    per_class: dict[str, dict[str, float]]  # class -> precision/recall/f1/roc_auc (those defined)
+    averages: dict[str, dict[str, float]]  # macro/micro/weighted -> precision/recall/f1 (+ roc_auc but micro)
     undefined: list[Undefined]
     log_loss: float | None = None
+    auc_error_bound: dict[str, float] = field(default_factory=dict)  # class, "macro", "weighted" -> bound
 
 
 _PER_CLASS = (("precision", "no_predictions_of_class"), ("recall", "no_labels_of_class"), ("f1", "class_absent"))
@@ -259,7 +291,25 @@ def multiclass_figures(counts: ConfusionCounts) -> MulticlassFigures:
                 undefined.append(Undefined(name, reason))
         del c
     log_loss = counts.log_loss_sum / counts.scored if counts.scored else None
-    return MulticlassFigures(accuracy, per_class, averages, undefined, log_loss)
+    bounds: dict[str, float] = {}
+    if counts.class_bins:
+        aucs: list[tuple[float, float, int]] = []  # (auc, bound, positives) of the classes where defined
+        for c, (pos, neg) in sorted(counts.class_bins.items()):
+            auc = binned_auc(pos, neg)
+            if auc is None:
+                undefined.append(Undefined("roc_auc", "one_class_only"))
+                continue
+            per_class.setdefault(c, {})["roc_auc"], bounds[c] = auc
+            aucs.append((*auc, sum(pos.values())))
+        if aucs:
+            averages["macro"]["roc_auc"] = _mean(a for a, _, _ in aucs)
+            bounds["macro"] = _mean(b for _, b, _ in aucs)
+            weight = sum(w for _, _, w in aucs)  # > 0: a defined AUC has positives
+            averages["weighted"]["roc_auc"] = sum(a * w for a, _, w in aucs) / weight
+            bounds["weighted"] = sum(b * w for _, b, w in aucs) / weight
+        else:
+            undefined.append(Undefined("roc_auc", "no_class_defined"))
+    return MulticlassFigures(accuracy, per_class, averages, undefined, log_loss, bounds)
 
 
 def _mean(values: Iterable[float]) -> float:

@@ -58,7 +58,7 @@ def _help(prefix: str, kind: str) -> dict[str, MetricMeta]:
             "recall": (g, "TP / (TP + FN) in the window."),
             "f1": (g, "2 TP / (2 TP + FP + FN) in the window."),
             "log_loss": (g, "Mean log-loss of the scores in the window."),
-            "roc_auc": (g, "ROC AUC of the scores in the window (binned)."),
+            "roc_auc": (g, "ROC AUC of the scores in the window (binned; multiclass: one-vs-rest)."),
             "accuracy_lower": (g, "Lower end of the Wilson interval of the accuracy."),
             "accuracy_upper": (g, "Upper end of the Wilson interval of the accuracy."),
             "accuracy_population": (g, "Accuracy of all lines, estimated from a stratified sample."),
@@ -199,6 +199,7 @@ class QualityOperator:
                     assert isinstance(self.cfg, ClassificationConfig)
                     if isinstance(score, dict):
                         acc.add_probability(score.get(truth, 0.0))
+                        acc.add_class_scores(truth, score, self.cfg.auc_bins)
                     else:
                         acc.add_score(truth == self.cfg.positive, score, self.cfg.auc_bins)
             else:

@@ -6,6 +6,7 @@ import math
 import warnings
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -224,3 +225,77 @@ def test_multiclass_log_loss(data: list[tuple[int, list[float]]]) -> None:
     fig = multiclass_figures(counts)
     assert fig.log_loss is not None
     assert close(fig.log_loss, sklearn_metrics.log_loss(y, proba, labels=classes))
+
+
+multiclass_auc_data = st.lists(
+    st.tuples(
+        st.integers(0, 3),
+        st.lists(st.floats(0.001, 1.0) | st.sampled_from([0.25, 0.5, 1.0]), min_size=4, max_size=4),
+    ),
+    min_size=1,
+    max_size=150,
+)
+
+
+@given(multiclass_auc_data, st.sampled_from([10, 100, 1000]), st.lists(st.integers(0, 200), max_size=4))
+@settings(max_examples=100, deadline=None)
+def test_multiclass_binned_auc_one_vs_rest(data: list[tuple[int, list[float]]], bins: int, cuts: list[int]) -> None:
+    classes = ["a", "b", "c", "d"]
+    y: list[str] = []
+    proba: list[list[float]] = []
+    for true, weights in data:
+        y.append(classes[true])
+        proba.append([w / sum(weights) for w in weights])
+    # the window is a sum of buckets, each serialised and read back as a restart would
+    bounds = sorted({0, len(y), *(c % (len(y) + 1) for c in cuts)})
+    parts = []
+    for lo, hi in itertools.pairwise(bounds):
+        part = ConfusionCounts()
+        for t, row in zip(y[lo:hi], proba[lo:hi], strict=True):
+            part.add(t, classes[row.index(max(row))])
+            part.add_probability(row[classes.index(t)])
+            part.add_class_scores(t, dict(zip(classes, row, strict=True)), bins)
+        parts.append(ConfusionCounts.from_json(orjson.loads(orjson.dumps(part.to_json()))))
+    fig = multiclass_figures(ConfusionCounts.sum_of(parts))
+    present = sorted(set(y))
+    arr = np.array(proba)
+    for i, c in enumerate(classes):
+        if c not in present or len(present) < 2:  # no positives or no negatives: no figure, counted
+            assert "roc_auc" not in fig.per_class.get(c, {})
+            continue
+        exact = sklearn_metrics.roc_auc_score([t == c for t in y], arr[:, i])
+        assert abs(fig.per_class[c]["roc_auc"] - exact) <= fig.auc_error_bound[c] + TOL, c
+    undefined = [u for u in fig.undefined if u.metric == "roc_auc"]
+    if len(present) < 2:
+        assert "roc_auc" not in fig.averages["macro"] and "roc_auc" not in fig.averages["weighted"]
+        assert len(undefined) == len(classes) + 1  # each class, and no class to average
+        return
+    assert len(undefined) == len(classes) - len(present)
+    assert "roc_auc" not in fig.averages["micro"]
+    for average in ("macro", "weighted"):
+        if len(present) == len(classes):
+            exact = sklearn_metrics.roc_auc_score(y, arr, multi_class="ovr", average=average, labels=classes)
+        else:  # sklearn refuses classes without positives: its one-vs-rest average over the classes present
+            cols = [classes.index(c) for c in present]
+            per = [
+                sklearn_metrics.roc_auc_score([t == c for t in y], arr[:, i])
+                for c, i in zip(present, cols, strict=True)
+            ]
+            w = [y.count(c) for c in present] if average == "weighted" else [1] * len(present)
+            exact = float(np.average(per, weights=w))
+        assert abs(fig.averages[average]["roc_auc"] - exact) <= fig.auc_error_bound[average] + TOL, average
+
+
+def test_multiclass_auc_bound_is_zero_when_no_bin_mixes_outcomes() -> None:
+    counts = ConfusionCounts()
+    rows = [("a", [0.7, 0.2, 0.1]), ("b", [0.15, 0.8, 0.05]), ("c", [0.25, 0.35, 0.4]), ("a", [0.55, 0.45, 0.0])]
+    for t, row in rows:
+        counts.add_class_scores(t, dict(zip("abc", row, strict=True)), 100)
+    fig = multiclass_figures(counts)
+    y, arr = [t for t, _ in rows], np.array([r for _, r in rows])
+    for average in ("macro", "weighted"):
+        assert fig.auc_error_bound[average] == 0
+        assert close(
+            fig.averages[average]["roc_auc"], sklearn_metrics.roc_auc_score(y, arr, multi_class="ovr", average=average)
+        )
+    assert close(fig.per_class["c"]["roc_auc"], sklearn_metrics.roc_auc_score([t == "c" for t in y], arr[:, 2]))

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from mlwatch.config import LogSourceConfig, parse_config
+from mlwatch.ml.classification import ConfusionCounts, multiclass_figures
 from mlwatch.ml.operators import MlOperators
 from mlwatch.model import Sample
 from mlwatch.sources.logfile import LogFileSource
@@ -132,6 +133,20 @@ def test_multiclass_averages_and_classes(tmp_path: Path) -> None:
     )
     lo, hi = latest(samples, "mc_accuracy_lower"), latest(samples, "mc_accuracy_upper")
     assert lo is not None and hi is not None and lo < latest(samples, "mc_accuracy") < hi  # type: ignore[operator]
+    # one-vs-rest binned ROC AUC (default 100 bins), within the binning's bound of sklearn's exact one
+    ref = ConfusionCounts()
+    for r in rows:
+        ref.add_class_scores(r["label"], r["probs"], 100)
+    bound = multiclass_figures(ref).auc_error_bound
+    for average in ("macro", "weighted"):
+        exact = sklearn_metrics.roc_auc_score(y, proba, multi_class="ovr", average=average, labels=classes)
+        got = latest(samples, "mc_roc_auc", average=average)
+        assert got is not None and abs(got - exact) <= bound[average] + 1e-12
+    for i, c in enumerate(classes):
+        exact = sklearn_metrics.roc_auc_score([t == c for t in y], [row[i] for row in proba])
+        got = latest(samples, "mc_roc_auc", **{"class": c})
+        assert got is not None and abs(got - exact) <= bound[c] + 1e-12
+    assert latest(samples, "mc_roc_auc", average="micro") is None
 
 
 JOIN = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -16,10 +17,12 @@ from mlwatch.model import parse_duration_ms
 from mlwatch.readside import AlertEvent, AlertInfo
 from mlwatch.tui.messages import SilenceRequest
 from mlwatch.tui.screens.base import DataScreen
+from mlwatch.tui.timerange import parse_range
 from mlwatch.tui.widgets.fmt import ago, keep, labels, num, when
 from mlwatch.tui.widgets.table import VimTable, add_columns
 
 HISTORY = ("1h", "6h", "24h", "7d", "30d")
+STATES = (None, "firing", "pending", "resolved")  # `f` cycles the history's state filter
 _STATE_STYLE = {"firing": "bold red", "pending": "yellow", "resolved": "green"}
 
 
@@ -29,6 +32,7 @@ class AlertsData:
     events: list[AlertEvent]
     now: float
     since: float
+    until: float
 
 
 def timeline(events: list[AlertEvent], since: float, now: float, width: int) -> list[tuple[str, str]]:
@@ -108,11 +112,14 @@ class AlertsScreen(DataScreen):
         Binding("s", "silence", "Silence"),
         Binding("left_square_bracket", "history(-1)", "Shorter"),
         Binding("right_square_bracket", "history(1)", "Longer"),
+        Binding("r", "custom_history", "Range"),
+        Binding("f", "cycle_state", "State"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.history = "24h"
+        self.history = "24h"  # a preset, a duration or START..END (see parse_range)
+        self.state_filter: str | None = None
         self.active: list[AlertInfo] = []
         self.events: list[AlertEvent] = []
 
@@ -123,6 +130,7 @@ class AlertsScreen(DataScreen):
         yield Static("", classes="section", id="al-history-title")
         yield Static("", id="al-timeline")
         yield VimTable(id="al-history")
+        yield Input(placeholder="history: 2h, 3d or START..END (RFC 3339, Unix s, -2h..-1h; Enter, Esc)", id="al-range")
 
     def on_mount(self) -> None:
         add_columns(
@@ -143,18 +151,25 @@ class AlertsScreen(DataScreen):
             ("LABELS", 60),
         )
         super().on_mount()
+        self.query_one("#al-range", Input).display = False
 
     def collect(self) -> AlertsData:
         d = self.data
         now = d.now()
-        since = now - parse_duration_ms(self.history) / 1000
-        return AlertsData(d.alerts(), d.events(since), now, since)
+        since, until = parse_range(self.history, now)  # checked when typed
+        events = [e for e in d.events(since) if e.ts <= until]
+        return AlertsData(d.alerts(), events, now, since, until)
 
     def draw(self, payload: Any) -> None:
         p: AlertsData = payload
         tz = self.mlapp.tz
         self.active = [a for a in p.active if keep(f"{a.state} {a.name} {labels(a.labels)}", self.flt)]
-        self.events = [e for e in reversed(p.events) if keep(f"{e.event} {e.name} {labels(e.labels)}", self.flt)]
+        self.events = [
+            e
+            for e in reversed(p.events)
+            if keep(f"{e.event} {e.name} {labels(e.labels)}", self.flt)
+            and (self.state_filter is None or e.event == self.state_filter)
+        ]
         t = self.query_one("#al-active", DataTable)
         row = t.cursor_row
         t.clear()
@@ -171,14 +186,20 @@ class AlertsScreen(DataScreen):
         if row < t.row_count:
             t.move_cursor(row=row)
         self._detail()
+        span = (
+            f"{when(p.since, tz)} → {when(p.until, tz)} ({escape(self.history)})"
+            if ".." in self.history
+            else f"last {self.history}"
+        )
+        state = f", {self.state_filter} only" if self.state_filter else ""
         self.query_one("#al-history-title", Static).update(
-            f"History, last {self.history}  [dim]\\[ ] shorter/longer; █ firing ▒ pending[/dim]"
+            f"History, {span}{state}  [dim]\\[ ] shorter/longer, r range, f state; █ firing ▒ pending[/dim]"
         )
         width = max(20, self.size.width - 26)
         names = {e.name for e in self.events}
         lines = [
             f"{n[:30]:<30} {cells}"
-            for n, cells in timeline(p.events, p.since, p.now, width - 8)
+            for n, cells in timeline(p.events, p.since, min(p.now, p.until), width - 8)
             if n.split(" ")[0] in names
         ]
         self.query_one("#al-timeline", Static).update("\n".join(lines) or "(no alert events in this range)")
@@ -203,8 +224,30 @@ class AlertsScreen(DataScreen):
         self._detail()
 
     def action_history(self, delta: int) -> None:
-        i = HISTORY.index(self.history)
+        i = HISTORY.index(self.history) if self.history in HISTORY else 2
         self.history = HISTORY[max(0, min(len(HISTORY) - 1, i + delta))]
+        self.reload()
+
+    def action_custom_history(self) -> None:
+        box = self.query_one("#al-range", Input)
+        box.display = True
+        box.value = self.history
+        box.focus()
+
+    @on(Input.Submitted, "#al-range")
+    def _range_submitted(self, event: Input.Submitted) -> None:
+        try:
+            parse_range(event.value, self.data.now())
+        except ValueError as exc:
+            self.notify(str(exc), title="Range", severity="error")  # the box stays open to fix it
+            return
+        self.history = event.value.strip()
+        event.input.display = False
+        self.query_one("#al-history").focus()
+        self.reload()
+
+    def action_cycle_state(self) -> None:
+        self.state_filter = STATES[(STATES.index(self.state_filter) + 1) % len(STATES)]
         self.reload()
 
     def action_silence(self) -> None:

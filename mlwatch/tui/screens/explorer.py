@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -12,11 +13,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from mlwatch.model import parse_duration_ms
 from mlwatch.readside import AlertEvent, ChartSeries, SeriesRow, Threshold
 from mlwatch.tui.screens.base import DataScreen
+from mlwatch.tui.timerange import parse_range
 from mlwatch.tui.widgets.chart import COLORS, SeriesChart, fmt_stats
-from mlwatch.tui.widgets.fmt import INTERNAL, keep, labels, row_filter
+from mlwatch.tui.widgets.fmt import INTERNAL, keep, labels, row_filter, when
 from mlwatch.tui.widgets.table import VimOptionList
 
 PRESETS = ("15m", "1h", "6h", "24h", "7d", "30d")
@@ -80,7 +81,7 @@ class ExplorerScreen(DataScreen):
                 yield Static("", id="ex-title")
                 yield SeriesChart(id="ex-chart")
                 yield Static("", id="ex-stats")
-        yield Input(placeholder="range: 15m, 2h, 3d ... (Enter)", id="ex-range")
+        yield Input(placeholder="range: 15m, 2h, 3d or START..END (RFC 3339, Unix s, -2h..-1h; Enter)", id="ex-range")
 
     def on_mount(self) -> None:
         self.query_one("#ex-range", Input).display = False
@@ -97,8 +98,7 @@ class ExplorerScreen(DataScreen):
 
     def collect(self) -> ExplorerData:
         d = self.data
-        end = d.now()
-        start = end - parse_duration_ms(self.range_text) / 1000
+        start, end = parse_range(self.range_text, d.now())  # checked when typed; START..END may be relative
         series = d.series()
         if not self.expr:
             return ExplorerData(series, [], [], [], start, end)
@@ -106,7 +106,8 @@ class ExplorerScreen(DataScreen):
         lines = d.chart(self.expr, start, end, width)
         thresholds = d.thresholds(self.expr)
         names = {t.alertname for t in thresholds}
-        firing = firing_periods(d.events(start - 30 * 86400), names, end, [s.labels for s in lines]) if names else []
+        events = [e for e in d.events(start - 30 * 86400) if e.ts <= end] if names else []  # none after the range
+        firing = firing_periods(events, names, end, [s.labels for s in lines]) if names else []
         return ExplorerData(series, lines, thresholds, firing, start, end)
 
     def draw(self, payload: Any) -> None:
@@ -114,8 +115,11 @@ class ExplorerScreen(DataScreen):
         self.all_series = p.series
         self._fill_list()
         title = self.query_one("#ex-title", Static)
+        shown = self.range_text
+        if ".." in shown:
+            shown = f"{shown} ({when(p.start, self.mlapp.tz)} → {when(p.end, self.mlapp.tz)})"
         title.update(
-            f"[b]{self.expr or 'pick a series or type PromQL'}[/b]   range {self.range_text}"
+            f"[b]{self.expr or 'pick a series or type PromQL'}[/b]   range {escape(shown)}"
             "   [dim]\\[ ] shorter/longer, r custom[/dim]"
         )
         self.query_one("#ex-chart", SeriesChart).show(p.lines, p.thresholds, p.firing, p.start, p.end, self.mlapp.tz)
@@ -173,9 +177,9 @@ class ExplorerScreen(DataScreen):
     @on(Input.Submitted, "#ex-range")
     def _range_submitted(self, event: Input.Submitted) -> None:
         try:
-            parse_duration_ms(event.value)
+            parse_range(event.value, self.data.now())
         except ValueError as exc:
-            self.notify(str(exc), severity="error")
+            self.notify(str(exc), title="Range", severity="error")  # the box stays open to fix it
             return
         self.range_text = event.value.strip()
         event.input.display = False

@@ -16,8 +16,8 @@ HELP = """[b]mlwatch tui[/b]
 [b]Move[/b]      j/k or ↓/↑   g/G top/bottom   h/l or ←/→ scroll   ctrl+d/ctrl+u page   tab next pane
 [b]Filter[/b]    /  regex over the rows (!regex inverts), Esc clears
 [b]Refresh[/b]   p  pause/resume auto-refresh   R  refresh now
-[b]Explorer[/b]  Enter on a series or PromQL   \\[ ] shorter/longer range (15m 1h 6h 24h 7d 30d)   r custom range   : edit PromQL
-[b]Alerts[/b]    s  silence the selected alert (duration, comment)   \\[ ] history range
+[b]Explorer[/b]  Enter on a series or PromQL   \\[ ] shorter/longer range (15m 1h 6h 24h 7d 30d)   r custom range (90m or START..END)   : edit PromQL
+[b]Alerts[/b]    s  silence the selected alert (duration, comment)   \\[ ] history range   r START..END   f state (firing/pending/resolved)
 [b]Other[/b]     t  dark/light theme   ?  this help   q  quit
 
 Press Esc or ? to close."""

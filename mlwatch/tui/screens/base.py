@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
@@ -40,8 +41,9 @@ class DataScreen(Screen[None]):
     def data(self) -> TuiData:
         return self.mlapp.data
 
+    @abstractmethod
     def compose_body(self) -> ComposeResult:
-        raise NotImplementedError
+        """The screen's own widgets, between the header and the filter/status/footer every screen has."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -58,12 +60,13 @@ class DataScreen(Screen[None]):
 
     # ------------------------------------------------------------ collect apart from draw
 
+    @abstractmethod
     def collect(self) -> Any:
         """Read what the screen shows (runs in a worker thread; may block)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def draw(self, payload: Any) -> None:
-        raise NotImplementedError
+        """Render what :meth:`collect` returned (on the UI thread)."""
 
     def reload(self) -> None:
         self._fetch()

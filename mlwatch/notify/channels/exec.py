@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +41,7 @@ class ExecNotifier:
             _, err = await asyncio.wait_for(proc.communicate(orjson.dumps(payload)), self.cfg.timeout / 1000)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: children go too
             await proc.wait()
             raise NotifyError(f"exec {argv[0]}: timed out after {self.cfg.timeout / 1000:g}s") from None
         if proc.returncode != 0:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from mlwatch.errors import QueryError
-from mlwatch.model import Matcher, escape_label_value
+from mlwatch.model import Matcher
 from mlwatch.promql.selector import parse_selector
 from mlwatch.sources.textparse import format_float
 from mlwatch.storage.reader import LatestSample, Reader
@@ -26,9 +26,7 @@ def render_federation(samples: list[LatestSample]) -> bytes:
     for name in sorted(by_name):
         lines.append(f"# TYPE {name} untyped")
         for s in sorted(by_name[name], key=lambda x: x.series.key.labels):
-            labels = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.series.key.labels)
-            head = f"{name}{{{labels}}}" if labels else name
-            lines.append(f"{head} {format_float(s.value)} {s.ts}")
+            lines.append(f"{s.series.key.canonical()} {format_float(s.value)} {s.ts}")
     return ("\n".join(lines) + "\n").encode() if lines else b""
 
 

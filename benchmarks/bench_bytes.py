@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dir_bytes, emit, ensure_debian_package, parser, row
+from _common import dir_bytes, emit, ensure_debian_package, median, parser, row
 
 from mlwatch.model import Matcher, Sample, SeriesKey
 from mlwatch.storage.database import make_engine, upgrade
@@ -203,9 +203,12 @@ def main() -> None:
                     pr.append(prometheus(ts, vals, Path(d)))
                     vm.append(victoria(ts, vals, Path(d)))
         figure = f"B5 bytes/sample, {series}x{points // 1000}k, {label}"
-        rows.append(row(figure, o, pr or None, unit="B/sample", peer_name="Prometheus (promtool blocks)"))
+        rows.append(row(figure, o, pr or None, unit="B/sample", peer_name="Prometheus (promtool blocks)",
+                        better="lower", target="<= 1.0x", ok=median(o) <= median(pr) if pr else None,
+                        note="every sample held by each; ours bit-exact"))
         if vm:
-            rows.append(row(figure, o, vm, unit="B/sample", peer_name="VictoriaMetrics (merged)"))
+            rows.append(row(figure, o, vm, unit="B/sample", peer_name="VictoriaMetrics (merged)", better="lower",
+                            target="<= 1.25x", ok=median(o) <= 1.25 * median(vm)))
     emit(rows, args.json)
 
 

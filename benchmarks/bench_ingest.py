@@ -122,7 +122,8 @@ def main() -> None:
                 f"{median([e['commits'] for e in extra]):.0f} commits"
                 + (f", p99 wait for a commit {median([e['p99_ms'] for e in extra]):.0f} ms" if in_flight else ""))
         out.append(row(f"B1 ingest, 1000 series, {label} (samples/s)", ours, raw, unit="samples/s",
-                       peer_name="raw sqlite3.executemany, plain table", note=note, ratios=ratios))
+                       peer_name="raw sqlite3.executemany, plain table", note=note, ratios=ratios,
+                       target=">= 0.5x", ok=median(ratios) >= 0.5))
     emit(out, args.json)
 
 

@@ -22,13 +22,15 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PEERS, emit, ensure_debian_package, row
 
 PROGRAM = r"""
 counter ai_model_predictions_total by model
@@ -69,13 +71,8 @@ def make_log(path: Path, lines: int, outcomes: dict[tuple[str, str], int] | None
     return per_model
 
 
-def ensure_mtail() -> str | None:
-    found = shutil.which("mtail")
-    if found:
-        return found
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "mtail"], check=False, capture_output=True, timeout=600)
-    return shutil.which("mtail")
+def ensure_mtail() -> str:
+    return ensure_debian_package("mtail", PEERS["mtail"])
 
 
 def run_mtail(mtail: str, log: Path, progs: Path) -> tuple[float, dict[str, float]]:
@@ -203,13 +200,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--soak", type=int, metavar="KILLS", help="instead: kill -9 soak with this many kills")
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--lines", type=int, default=2_000_000)
+    p.add_argument("--lines", type=int, help="lines in the log (default 2,000,000; --quick 200,000)")
     p.add_argument("--quick", action="store_true", help="200k lines, 3 runs")
+    p.add_argument("--json", type=Path, help="append the rows as JSON lines to this file")
     args = p.parse_args()
     if args.soak:
         return soak(args.soak)
-    if args.quick:
-        args.lines, args.runs = 200_000, 3
+    args.lines = args.lines or (200_000 if args.quick else 2_000_000)
+    if args.quick and "--runs" not in sys.argv:
+        args.runs = 3
     mtail = ensure_mtail()
     with tempfile.TemporaryDirectory(prefix="mlwatch-bench-logs-") as tmp:
         work = Path(tmp)
@@ -240,14 +239,10 @@ def main() -> int:
                 if i:
                     peer.append(args.lines / t)
                     ratios.append(ours[-1] / peer[-1])
-    o = statistics.median(ours)
-    pm = statistics.median(peer) if peer else None
-    ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
-    print(f"{'figure':<48} {'ours':>12} {'peer':>12} {'ratio':>7} {'runs':>4}  min-max (ours)")
-    print(
-        f"{'B3 log lines/s, ' + f'{args.lines:,}' + '-line JSONL, + classification (vs mtail)':<48} {o:>12,.0f} "
-        f"{(f'{pm:,.0f}' if pm else 'no mtail'):>12} {ratio:>7} {len(ours):>4}  {min(ours):,.0f}-{max(ours):,.0f}"
-    )
+    ok = statistics.median(ratios) >= 3 if ratios else None
+    emit([row(f"B3 log lines/s, {args.lines:,}-line JSONL + classification", ours, peer or None, unit="lines/s",
+              peer_name="mtail -one_shot (counter + histogram only)", ratios=ratios, target=">= 3x", ok=ok,
+              note="every line, model and outcome counted on both sides")], args.json)
     return 0
 
 

@@ -7,28 +7,32 @@ response was 2xx, and mlwatch's database holds at least one stored sample per pu
 
     python benchmarks/bench_push.py            # 5 runs x 10 s per body and system
     python benchmarks/bench_push.py --quick    # 3 runs x 5 s
+    options: --runs N, --seconds S, --json PATH (rows appended as JSON lines)
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import re
-import shutil
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    PEERS,
+    ensure_debian_package,
+    free_port,
+    median,
+    parser,
+    row,
+    start_mlwatch,
+    start_process,
+    stop,
+    wait_http,
+)
+from _common import emit as emit_rows
 
 LUA = """
 counter = 0
@@ -42,36 +46,6 @@ request = function()
   return wrk.format("POST", "/metrics/job/bench/group/g" .. (counter % 32), nil, table.concat(parts))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ensure_debian(binary: str, package: str) -> str:
-    found = shutil.which(binary)
-    if found:
-        return found
-    print(f"installing Debian package {package} ...", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    found = shutil.which(binary)
-    if not found:
-        raise SystemExit(f"{binary} not found after installing {package}")
-    return found
-
-
-def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
 
 
 @dataclass
@@ -98,35 +72,13 @@ def run_wrk(wrk: str, url: str, script: Path, seconds: int) -> WrkResult:
     return parse_wrk(out)
 
 
-class Server:
-    def __init__(self, argv: list[str], url: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-        self.url = url
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, **(env or {})}, cwd=cwd)
-        wait_ready(url + "/-/ready")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_mlwatch(tmp: Path) -> tuple[Server, Path]:
+def start_pushgateway(binary: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    db = tmp / "bench.db"
-    cfg = tmp / "mlwatch.yaml"
-    cfg.write_text(f"storage:\n  url: sqlite:///{db}\nserver:\n  listen: 127.0.0.1:{port}\n"
-                   "limits:\n  max_series: 1000000\npush:\n  sample_interval: 1h\n")
-    srv = Server([sys.executable, "-m", "mlwatch.cli", "daemon", "-c", str(cfg)], f"http://127.0.0.1:{port}", cwd=tmp)
-    return srv, db
-
-
-def start_pushgateway(binary: str) -> Server:
-    port = free_port()
-    return Server([binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="], f"http://127.0.0.1:{port}")
+    proc = start_process([binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+                         log=tmp / "pushgateway.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/-/ready", proc=proc)
+    return proc, url
 
 
 def stored_samples(db: Path) -> int:
@@ -137,17 +89,14 @@ def stored_samples(db: Path) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 runs of 5 s")
-    ap.add_argument("--runs", type=int)
-    ap.add_argument("--seconds", type=int)
-    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_push.json"))
+    ap = parser(__doc__ or "")
+    ap.set_defaults(runs=None)
+    ap.add_argument("--seconds", type=int, help="seconds of wrk per run (default 10, --quick 5)")
     args = ap.parse_args()
     runs = args.runs or (3 if args.quick else 5)
     seconds = args.seconds or (5 if args.quick else 10)
-    wrk = ensure_debian("wrk", "wrk")
-    pgw = ensure_debian("prometheus-pushgateway", "prometheus-pushgateway")
-    console = Console(width=160)
+    wrk = ensure_debian_package("wrk", PEERS["wrk"])
+    pgw = ensure_debian_package("prometheus-pushgateway", PEERS["prometheus-pushgateway"])
     rows = []
     with tempfile.TemporaryDirectory(prefix="mlwatch-bench-") as tmpd:
         tmp = Path(tmpd)
@@ -159,45 +108,41 @@ def main() -> None:
             for r in range(runs + 1):  # the first run of each is a warm-up
                 run_dir = tmp / f"ml-{lines}-{r}"
                 run_dir.mkdir()
-                ml, db = start_mlwatch(run_dir)
+                ml, url, db = start_mlwatch(run_dir, "limits:\n  max_series: 1000000\npush:\n  sample_interval: 1h\n")
                 try:
-                    res = run_wrk(wrk, ml.url, script, seconds)
+                    res = run_wrk(wrk, url, script, seconds)
                 finally:
-                    ml.stop()
+                    stop(ml)
                 stored = stored_samples(db)
                 if res.non_2xx or stored < res.requests * lines:
                     raise SystemExit(f"mlwatch check failed: {res.non_2xx} non-2xx, {stored} samples stored "
                                      f"for {res.requests} pushes of {lines} lines")
-                pg = start_pushgateway(pgw)
+                pg, pg_url = start_pushgateway(pgw, run_dir)
                 try:
-                    pres = run_wrk(wrk, pg.url, script, seconds)
+                    pres = run_wrk(wrk, pg_url, script, seconds)
                 finally:
-                    pg.stop()
+                    stop(pg)
                 if pres.non_2xx:
                     raise SystemExit(f"Pushgateway answered {pres.non_2xx} non-2xx")
                 if r:
                     ours.append(res)
                     peer.append(pres)
-                console.print(f"[dim]{lines}-line run {r}{' (warm-up)' if not r else ''}: mlwatch {res.rps:,.0f} req/s "
-                              f"p99 {res.p99_ms:.1f} ms; Pushgateway {pres.rps:,.0f} req/s p99 {pres.p99_ms:.1f} ms[/dim]")
-            for what, get, unit in (("req/s", lambda w: w.rps, ""), ("p99 ms", lambda w: w.p99_ms, "")):
-                o = [get(w) for w in ours]
-                p = [get(w) for w in peer]
-                rows.append({
-                    "figure": f"B2 push {lines}-line {what}", "mlwatch": statistics.median(o),
-                    "peer": statistics.median(p), "ratio": statistics.median(o) / statistics.median(p),
-                    "runs": runs, "mlwatch_min": min(o), "mlwatch_max": max(o), "peer_min": min(p), "peer_max": max(p),
-                })
-    table = Table(title="B2: pushes, mlwatch vs Pushgateway 1.5 (wrk -t2 -c32, median)")
-    for col in ("figure", "mlwatch", "Pushgateway", "ratio", "runs", "mlwatch min–max", "peer min–max"):
-        table.add_column(col, justify="right" if col != "figure" else "left")
-    for row in rows:
-        table.add_row(row["figure"], f"{row['mlwatch']:,.1f}", f"{row['peer']:,.1f}", f"{row['ratio']:.2f}x",
-                      str(row["runs"]), f"{row['mlwatch_min']:,.1f}–{row['mlwatch_max']:,.1f}",
-                      f"{row['peer_min']:,.1f}–{row['peer_max']:,.1f}")
-    console.print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2))
+                print(f"{lines}-line run {r}{' (warm-up)' if not r else ''}: mlwatch {res.rps:,.0f} req/s "
+                      f"p99 {res.p99_ms:.1f} ms; Pushgateway {pres.rps:,.0f} req/s p99 {pres.p99_ms:.1f} ms",
+                      file=sys.stderr, flush=True)
+            rps = [w.rps for w in ours]
+            peer_rps = [w.rps for w in peer]
+            p99 = [w.p99_ms for w in ours]
+            peer_p99 = [w.p99_ms for w in peer]
+            ratios = [o / p for o, p in zip(rps, peer_rps, strict=True)]
+            rows.append(row(f"B2 push {lines}-line req/s (wrk -t2 -c32, {seconds} s)", rps, peer_rps, unit="req/s",
+                            peer_name="Pushgateway", ratios=ratios, target=">= 1.5x", ok=median(ratios) >= 1.5,
+                            note=f"peer {min(peer_rps):,.0f}-{max(peer_rps):,.0f}; every push committed"))
+            p99_ratios = [o / p for o, p in zip(p99, peer_p99, strict=True)]
+            rows.append(row(f"B2 push {lines}-line p99 latency (ms)", p99, peer_p99, unit="ms", better="lower",
+                            peer_name="Pushgateway", ratios=p99_ratios, target="<= 1x",
+                            ok=median(p99_ratios) <= 1.0, note=f"peer {min(peer_p99):.1f}-{max(peer_p99):.1f}"))
+    emit_rows(rows, args.json)
 
 
 if __name__ == "__main__":

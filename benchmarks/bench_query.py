@@ -28,6 +28,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PEERS, emit, ensure_debian_package, row
+
 STEP = 15
 
 
@@ -119,7 +122,7 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "mlwatch.cli", "import", str(om), "-c", str(work / "mlwatch.yaml"), "-q"],
                        check=True, capture_output=True)
         import_s = time.perf_counter() - t0
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(om), str(work / "prom")],
+        subprocess.run([ensure_debian_package("promtool", PEERS["promtool"]), "tsdb", "create-blocks-from", "openmetrics", str(om), str(work / "prom")],
                        check=True, capture_output=True)
         systems: dict[str, str] = {}
         procs.append(subprocess.Popen([sys.executable, "-m", "mlwatch.cli", "daemon", "-c", str(work / "mlwatch.yaml")],
@@ -128,11 +131,11 @@ def main() -> int:
         (work / "prometheus.yml").write_text("global: {}\n")
         port = free_port()
         procs.append(subprocess.Popen(
-            ["prometheus", f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom'}",
+            [ensure_debian_package("prometheus", PEERS["prometheus"]), f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'prom'}",
              f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=10y"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         systems["prometheus"] = f"http://127.0.0.1:{port}"
-        vm = shutil.which("victoria-metrics") or shutil.which("victoria-metrics-prod")
+        vm = ensure_debian_package("victoria-metrics", PEERS["victoria-metrics"])
         if vm:
             port = free_port()
             procs.append(subprocess.Popen(
@@ -158,8 +161,9 @@ def main() -> int:
         ]
         samples = sum(1 for line in om.open() if line[:1] != "#")
         rows = []
-        print(f"import: {samples} samples in {import_s:.1f}s ({samples / import_s:,.0f} samples/s, whole command)")
-        print(f"{'figure':34} {'system':16} {'median ms':>10} {'min-max ms':>16} {'runs':>5} {'ratio vs prom':>14}")
+        print(f"import: {samples} samples in {import_s:.1f}s ({samples / import_s:,.0f} samples/s, whole command)",
+              file=sys.stderr)
+        failed = []
         for label, expr, start, end, step in figures:
             counts = {}
             times: dict[str, list[float]] = {}
@@ -167,18 +171,19 @@ def main() -> int:
                 _, counts[name] = query(base, expr, start, end, step)  # warm-up, and the result check
                 times[name] = [query(base, expr, start, end, step)[0] * 1000 for _ in range(runs)]
             if len(set(counts.values())) != 1:
-                print(f"{label}: systems disagree on the number of points: {counts}", file=sys.stderr)
-            prom = statistics.median(times["prometheus"])
-            for name in systems:
-                med = statistics.median(times[name])
-                row = {"figure": f"B6 {label}", "system": name, "median_ms": round(med, 2),
-                       "min_ms": round(min(times[name]), 2), "max_ms": round(max(times[name]), 2), "runs": runs,
-                       "ratio_vs_prometheus": round(med / prom, 2), "points": counts[name]}
-                rows.append(row)
-                print(f"{label:34} {name:16} {med:10.2f} {min(times[name]):7.2f}-{max(times[name]):<8.2f} "
-                      f"{runs:5d} {med / prom:13.2f}x")
-        if args.json:
-            args.json.write_text(json.dumps({"import_samples_per_s": samples / import_s, "rows": rows}, indent=2))
+                failed.append(f"{label}: systems disagree on the number of points: {counts}")
+                continue
+            for name, peer_name in (("prometheus", "Prometheus"), ("victoriametrics", "VictoriaMetrics")):
+                if name in times:
+                    rows.append(row(f"B6 query {label} (ms)", times["mlwatch"], times[name], unit="ms",
+                                    better="lower", peer_name=peer_name, target="<= 1x" if name == "prometheus" else "",
+                                    ok=statistics.median(times["mlwatch"]) <= statistics.median(times[name])
+                                    if name == "prometheus" else None,
+                                    note=f"{counts['mlwatch']} points; peer {min(times[name]):.1f}-{max(times[name]):.1f}"))
+        emit(rows, args.json)
+        if failed:
+            print("check failed: " + "; ".join(failed), file=sys.stderr)
+            return 1
     finally:
         for p in procs:
             p.terminate()

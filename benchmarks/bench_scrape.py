@@ -19,6 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, row
+
 
 def make_body(lines: int) -> tuple[str, int]:
     rng = random.Random(3)
@@ -40,7 +43,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--lines", type=int, default=100_000)
+    p.add_argument("--quick", action="store_true", help="3 runs")
+    p.add_argument("--json", type=Path, help="append the rows as JSON lines to this file")
     args = p.parse_args()
+    if args.quick and "--runs" not in sys.argv:
+        args.runs = 3
 
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -87,12 +94,9 @@ def main() -> int:
                 peer.append(n_samples / t_peer)
                 ratios.append(t_peer / t_ours)
         writer.stop()
-    o, pm = statistics.median(ours), statistics.median(peer)
-    print(f"{'figure':<58} {'ours':>12} {'peer':>12} {'ratio':>7} {'runs':>4}  min-max (ours)")
-    print(
-        f"{'B4 scrape parse+store samples/s, ' + f'{n_samples:,}' + '-sample body (vs prometheus_client parse)':<58} "
-        f"{o:>12,.0f} {pm:>12,.0f} {statistics.median(ratios):>6.2f}x {len(ours):>4}  {min(ours):,.0f}-{max(ours):,.0f}"
-    )
+    emit([row(f"B4 scrape parse+store samples/s, {n_samples:,}-sample body", ours, peer, unit="samples/s",
+              peer_name="prometheus_client text parser (parse only)", ratios=ratios, target=">= 10x",
+              ok=statistics.median(ratios) >= 10, note="sample counts checked on both sides")], args.json)
     return 0
 
 

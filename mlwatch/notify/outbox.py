@@ -3,6 +3,9 @@
 Each due notification is handed to its channel; every attempt is recorded with its outcome. A failed
 attempt is retried after an exponential backoff with jitter (``base * 2**attempts``, capped, times a
 random factor in [0.5, 1]) until it is delivered or ``expires_at`` passes (then it is ``expired``).
+A group's notifications to one notifier go out in the order they were made (the store's ``due`` holds
+one back while an older one of its group is pending), so a receiver back from an outage hears a
+group's "firing" before the "resolved" that ends it, even though the newer one has backed off less.
 Delivery is at-least-once: only a crash between the receiver's acceptance and the outbox update can
 produce a duplicate, and the idempotency key in every payload lets a receiver drop it.
 """

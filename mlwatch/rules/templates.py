@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +170,8 @@ def printf(fmt: Any, *args: Any) -> str:
         if i >= len(args):
             out.append(f"%!{verb}(MISSING)")
             continue
+        if any(n.isdigit() and (len(n) > 6 or int(n) > MAX_PRINTF_WIDTH) for n in (width, prec or "")):
+            raise TemplateError(f"printf: width or precision in {m.group(0)[:30]!r} is over {MAX_PRINTF_WIDTH}")
         arg = args[i]
         i += 1
         spec = flags + width + (f".{prec}" if prec is not None else "")
@@ -293,7 +295,8 @@ class _If:
     orelse: list[Any] = field(default_factory=list)
 
 
-_ACTION_RE = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
+MAX_NESTING = 100  # of if/with blocks and of parentheses: deeper templates are refused, not recursed into
+MAX_PRINTF_WIDTH = 1000  # printf's width and precision: a label value used as the format cannot ask for gigabytes
 _TOKEN_RE = re.compile(
     r"""\s*(?:
       (?P<str>"(?:[^"\\\n]|\\.)*")
@@ -345,6 +348,7 @@ class _Parser:
             kind = m.lastgroup or "bad"
             self.toks.append((kind, m.group(kind)))
         self.i = 0
+        self.depth = 0
 
     def err(self, msg: str) -> TemplateError:
         return TemplateError(f"line {self.line}: {msg}")
@@ -398,7 +402,10 @@ class _Parser:
         if kind == "raw":
             return _Lit(text[1:-1])
         if kind == "num":
-            return _Lit(float(text) if any(c in text for c in ".eE") else int(text))
+            try:
+                return _Lit(float(text) if any(c in text for c in ".eE") else int(text))
+            except ValueError:  # an integer beyond Python's digit limit for conversions
+                raise self.err(f"number {text[:20]}... is too long") from None
         if kind == "ident" and text in ("true", "false"):
             return _Lit(text == "true")
         if kind == "var":
@@ -419,10 +426,14 @@ class _Parser:
                 return _Field("dot")
             return _Field("dot", tuple(keys))
         if kind == "punct" and text == "(":
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise self.err(f"parentheses nested more than {MAX_NESTING} deep")
             pipe = self.pipeline()
             if self.peek() != ("punct", ")"):
                 raise self.err("missing ')'")
             self.i += 1
+            self.depth -= 1
             return pipe
         if kind == "ident":
             raise self.err(f"function {text!r} cannot be used as a value here; wrap it in parentheses")
@@ -446,6 +457,38 @@ class Template:
         return "".join(out)
 
 
+@dataclass(frozen=True, slots=True)
+class _Action:
+    start: int  # of ``{{``
+    end: int  # just past ``}}``
+    line: int
+    body: str  # between the delimiters, without the trim markers
+    trim_left: bool  # ``{{-``
+    trim_right: bool  # ``-}}``
+
+
+def _actions(text: str) -> Iterator[_Action]:
+    """The ``{{ ... }}`` actions of ``text`` in order: each ends at the first ``}}`` after its ``{{``
+    (found with str.find, so hostile text costs linear time, not a regex's quadratic retries)."""
+    pos = 0
+    line, counted = 1, 0
+    while (start := text.find("{{", pos)) != -1:
+        close = text.find("}}", start + 2)
+        if close == -1:
+            return  # parse_template reports the unclosed action
+        line += text.count("\n", counted, start)
+        counted = start
+        body = text[start + 2 : close]
+        trim_left = len(body) >= 2 and body[0] == "-" and body[1].isspace()
+        if trim_left:
+            body = body[2:]
+        trim_right = len(body) >= 2 and body[-1] == "-" and body[-2].isspace()
+        if trim_right:
+            body = body[:-2]
+        yield _Action(start, close + 2, line, body, trim_left, trim_right)
+        pos = close + 2
+
+
 def parse_template(text: str) -> Template:
     """Parse ``text``; a TemplateError names the line (within the text) and the construct."""
     nodes: list[Any] = []
@@ -453,18 +496,18 @@ def parse_template(text: str) -> Template:
     current = nodes
     pos = 0
     trim_next = False
-    for m in _ACTION_RE.finditer(text):
-        literal = text[pos : m.start()]
+    for action in _actions(text):
+        literal = text[pos : action.start]
         if trim_next:
             literal = literal.lstrip()
-        if m.group(1):
+        if action.trim_left:
             literal = literal.rstrip()
         if literal:
             current.append(literal)
-        pos = m.end()
-        trim_next = bool(m.group(3))
-        line = text.count("\n", 0, m.start()) + 1
-        body = m.group(2).strip()
+        pos = action.end
+        trim_next = action.trim_right
+        line = action.line
+        body = action.body.strip()
         if body.startswith("/*"):
             if not body.endswith("*/"):
                 raise TemplateError(f"line {line}: unclosed comment")
@@ -479,6 +522,8 @@ def parse_template(text: str) -> Template:
             raise TemplateError(f"line {line}: {what} is not supported in templates")
         word = first[1] if first[0] == "ident" else None
         if word in ("if", "with"):
+            if len(stack) >= MAX_NESTING:
+                raise TemplateError(f"line {line}: {{{{{word}}}}} blocks nested more than {MAX_NESTING} deep")
             p.i += 1
             node = _If(word, p.pipeline())
             current.append(node)

@@ -56,6 +56,7 @@ class _StorageCollector(Collector):
 
         counter("mlwatch_storage_samples_appended", "Samples committed to storage.", s.samples)
         counter("mlwatch_storage_out_of_order_samples", "Samples refused as older than the out-of-order window.", s.out_of_order)
+        counter("mlwatch_storage_future_samples", "Samples refused as more than 10m ahead of the clock.", s.future)
         counter("mlwatch_storage_commits", "Write transactions committed (group commits).", s.commits)
         counter("mlwatch_storage_write_batches", "Write batches committed.", s.batches)
         counter("mlwatch_storage_write_failures", "Write transactions that failed.", s.failures)
@@ -71,6 +72,23 @@ class _StorageCollector(Collector):
         out.append(GaugeMetricFamily(
             "mlwatch_storage_last_commit_duration_seconds", "Duration of the last write transaction.", value=s.last_commit_seconds
         ))
+        status = s.status
+        out.append(GaugeMetricFamily(
+            "mlwatch_storage_writable", "1 while the database takes writes; 0 since a write failed as locked, read-only "
+            "or full (pushes get 503, log sources pause, scrapes wait in memory) until one commits again.",
+            value=1.0 if status.writable else 0.0,
+        ))
+        out.append(GaugeMetricFamily(
+            "mlwatch_storage_unwritable_seconds", "How long the database has been unwritable (0 while writable).",
+            value=status.outage_seconds(),
+        ))
+        unavailable = CounterMetricFamily(
+            "mlwatch_storage_unavailable", "Write transactions that failed because storage was unavailable, by reason "
+            "(locked, readonly, full, io, cannot_open).", labels=["reason"],
+        )
+        for reason, n in sorted(dict(status.unavailable).items()):
+            unavailable.add_metric([reason], n)
+        out.append(unavailable)
         if self._db_path:
             size = 0
             for suffix in ("", "-wal"):

@@ -34,7 +34,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from mlwatch.config import CommandSourceConfig, HttpSourceConfig, LogSourceConfig, SourceConfig
-from mlwatch.errors import StorageError
+from mlwatch.errors import StorageError, StorageUnavailable
 from mlwatch.model import (
     STALE_NAN,
     Clock,
@@ -58,6 +58,7 @@ __all__ = ["SourceManager", "load_targets_file"]
 log = logging.getLogger(__name__)
 
 MAX_DRAIN_CHUNKS = 64  # a log source collects at most this many chunks per tick before yielding
+FLUSH_BATCHES = 256  # buffered scrape results submitted together (the writer commits them as one group)
 TARGETS_FILE_CHECK_SECONDS = 5.0
 REPORT_META = {
     "up": MetricMeta(MetricType.GAUGE, "1 if the last collection of the target succeeded, else 0."),
@@ -160,13 +161,15 @@ class SourceManager:
         self._reader = reader
         self._clock = clock
         self._operators_for = operators_for
-        self._max_buffered = max_buffered_samples
+        self.max_buffered_samples = max_buffered_samples
+        """The bound of the in-memory buffer of scrape results waiting for storage (settable on reload)."""
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None
         self._runners: dict[str, _Runner] = {}
         self._scheduler: SchedulerLike | None = None
-        self._buffer: collections.deque[WriteBatch] = collections.deque()
-        self._buffered = 0
+        self._buffer: collections.deque[tuple[_Runner, WriteBatch]] = collections.deque()
+        self._buffered = 0  # samples in _buffer
+        self._flush_task: asyncio.Task[None] | None = None
         self._targets_files: dict[str, tuple[float, int, list[tuple[str, dict[str, str]]]]] = {}
         self._file_errors: collections.Counter[tuple[str, str]] = collections.Counter()
         self._stopping = False
@@ -233,7 +236,8 @@ class SourceManager:
                     out.append((key, ScrapeTarget(src, url, address, self.session, extra), False))
         elif isinstance(src, LogSourceConfig):
             ops = self._operators_for(src) if self._operators_for else []
-            out.append((f"{src.name}|log", LogFileSource(src, ops), True))
+            tolerance = getattr(self._writer, "future_tolerance_ms", 0)  # event times as far ahead as storage takes
+            out.append((f"{src.name}|log", LogFileSource(src, ops, future_tolerance_ms=tolerance), True))
         elif isinstance(src, CommandSourceConfig):
             out.append((f"{src.name}|command", CommandTarget(src), True))
         return out
@@ -288,7 +292,8 @@ class SourceManager:
             )  # fmt: skip
 
     async def stop(self) -> None:
-        """Unschedule and close every target; a collection in progress finishes its current chunk first."""
+        """Unschedule and close every target; a collection in progress finishes its current chunk first.
+        Buffered scrape results are written, or dropped and counted when storage is still unavailable."""
         self._stopping = True
         if self._scheduler is not None:
             for runner in list(self._runners.values()):
@@ -299,6 +304,7 @@ class SourceManager:
         for runner in list(self._runners.values()):
             async with runner.lock:
                 await runner.target.close()
+        await self._final_flush()
         self._runners.clear()
         if self._session is not None:
             await self._session.close()
@@ -335,6 +341,7 @@ class SourceManager:
         """Collect every target (of ``job``) once, concurrently; for tests and ``mlwatch demo``."""
         keys = [k for k, r in self._runners.items() if job is None or r.target.job == job]
         await asyncio.gather(*(self.tick(k) for k in keys))
+        await self.wait_flushed()
 
     async def tick(self, key: str) -> None:
         """One scheduled collection of one target (a log source drains up to MAX_DRAIN_CHUNKS chunks)."""
@@ -367,8 +374,15 @@ class SourceManager:
         duration = time.perf_counter() - started
         self._record(runner, col, now_ms, duration)
         batch = self._batch(runner, col, now_ms, duration)
+        if col.buffer_on_failure and self._buffer:
+            # Earlier results still wait for storage: this one waits behind them, in order, and the
+            # target keeps its schedule instead of waiting for storage (a flush in the background retries).
+            self._buffer_batch(runner, batch)
+            col.commit()
+            self._remember(runner, col)
+            self._start_flush()
+            return False
         try:
-            await self._flush_buffer()
             await self._writer.write(batch)
         except SeriesLimitExceeded as exc:
             col.abort()
@@ -384,11 +398,8 @@ class SourceManager:
                 col.commit()
                 self._remember(runner, col)
             else:
-                col.abort()
-            runner.health.last_error = f"storage unavailable: {exc}"
-            runner.health.last_error_ms = now_ms
-            runner.health.errors_total["storage"] += 1
-            log.warning("source %s (%s): storage unavailable: %s", target.job, target.instance, exc)
+                col.abort()  # a log source reads the same lines again later: the file is the buffer
+            self._storage_failed(runner, exc, now_ms)
             return False
         col.commit()
         self._remember(runner, col)
@@ -446,20 +457,85 @@ class SourceManager:
             else:
                 latest[s.key] = s.value
 
+    @staticmethod
+    def _storage_failed(runner: _Runner, exc: StorageError, now_ms: int) -> None:
+        h = runner.health
+        h.last_error = f"storage unavailable: {exc}"
+        h.last_error_ms = now_ms
+        h.errors_total["storage"] += 1
+        log.warning("source %s (%s): storage unavailable: %s", h.job, h.instance, exc)
+
+    @property
+    def buffered_samples(self) -> int:
+        """Samples of scrape results waiting in memory for storage."""
+        return self._buffered
+
     def _buffer_batch(self, runner: _Runner, batch: WriteBatch) -> None:
-        self._buffer.append(batch)
+        """Keep a scrape result until storage takes it; past the bound the oldest results are dropped, counted
+        per job in ``mlwatch_source_dropped_samples_total``."""
+        self._buffer.append((runner, batch))
         self._buffered += len(batch.samples)
-        while self._buffered > self._max_buffered and self._buffer:
-            dropped = self._buffer.popleft()
-            self._buffered -= len(dropped.samples)
-            runner.health.dropped_samples += len(dropped.samples)
+        while self._buffered > self.max_buffered_samples and self._buffer:
+            owner, dropped = self._buffer.popleft()
+            self._drop(owner, dropped, "the buffer is full (limits.scrape_buffer_samples)")
+
+    def _drop(self, owner: _Runner, batch: WriteBatch, why: str) -> None:
+        self._buffered -= len(batch.samples)
+        owner.health.dropped_samples += len(batch.samples)
+        log.warning("source %s (%s): dropped a scrape result of %d samples waiting for storage: %s",
+                    owner.health.job, owner.health.instance, len(batch.samples), why)  # fmt: skip
+
+    def _start_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.create_task(self._flush_logged(), name="mlwatch-scrape-buffer-flush")
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self._flush_buffer()
+        except StorageError as exc:
+            now_ms = int(self._clock() * 1000)
+            for owner in {id(r): r for r, _ in self._buffer}.values():
+                self._storage_failed(owner, exc, now_ms)
+
+    async def wait_flushed(self) -> None:
+        """Wait for a background flush of the scrape buffer, if one runs (``run_once`` and ``stop`` do)."""
+        task = self._flush_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     async def _flush_buffer(self) -> None:
+        """Write the buffered results in order; StorageUnavailable leaves the failed one and the rest buffered.
+
+        The results are submitted together, so the writer commits them in one transaction. One that storage
+        refuses for good (e.g. limits.max_series) is dropped and counted. Re-writing a result that did commit
+        (a failure after a partial commit) stores nothing twice: a sample replaces its equal. Results buffered
+        meanwhile are written by the same call.
+        """
         while self._buffer:
-            batch = self._buffer[0]
-            await self._writer.write(batch)
-            self._buffer.popleft()
-            self._buffered -= len(batch.samples)
+            chunk = [self._buffer[i] for i in range(min(FLUSH_BATCHES, len(self._buffer)))]
+            results = await asyncio.gather(*(self._writer.write(b) for _, b in chunk), return_exceptions=True)
+            for (owner, batch), res in zip(chunk, results, strict=True):
+                if isinstance(res, StorageUnavailable):
+                    raise res
+                if not self._buffer or self._buffer[0][1] is not batch:
+                    continue  # dropped meanwhile by the bound (and counted)
+                self._buffer.popleft()
+                if isinstance(res, BaseException):
+                    self._drop(owner, batch, f"refused: {res}")
+                    if not isinstance(res, StorageError):
+                        raise res
+                else:
+                    self._buffered -= len(batch.samples)
+
+    async def _final_flush(self) -> None:
+        """On stop: write what still waits; what storage cannot take now is dropped and counted."""
+        await self.wait_flushed()
+        try:
+            await self._flush_buffer()
+        except StorageError as exc:
+            while self._buffer:
+                owner, batch = self._buffer.popleft()
+                self._drop(owner, batch, f"stopping while storage is unavailable: {exc}")
 
     # ---------------------------------------------------------------- reporting
     def healths(self) -> list[TargetHealth]:
@@ -556,6 +632,9 @@ class _SourceCollector(Collector):
                                      labels=["job", "reason"])  # fmt: skip
         dropped = CounterMetricFamily("mlwatch_source_dropped_samples", "Scraped samples dropped while storage was unavailable.",
                                       labels=["job"])  # fmt: skip
+        buffered = GaugeMetricFamily("mlwatch_source_buffered_samples",
+                                     "Samples of scrape results waiting in memory while storage is unavailable.",
+                                     value=self._m.buffered_samples)  # fmt: skip
         lost_bytes = CounterMetricFamily(
             "mlwatch_source_lost_bytes",
             "Bytes of a log file lost to truncation without a rotated copy (copytruncate): those seen but not yet "
@@ -581,4 +660,4 @@ class _SourceCollector(Collector):
             errors.add_metric([job, reason], n)
         for job, n in sorted(by_job_dropped.items()):
             dropped.add_metric([job], n)
-        return [duration, samples, errors, dropped, lost_bytes, lost_lines]
+        return [duration, samples, errors, dropped, buffered, lost_bytes, lost_lines]

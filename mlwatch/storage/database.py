@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import json
+import logging
 import os
 import sqlite3
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,19 @@ from sqlalchemy.pool import NullPool
 
 from mlwatch.errors import DatabaseLocked, StorageError, StorageUnavailable
 
+log = logging.getLogger(__name__)
+
 # sqlite3 error texts that mean "try again later", not "your data is wrong".
 _TRANSIENT = ("locked", "readonly", "read-only", "disk is full", "disk i/o", "unable to open", "busy")
+# The kind of a storage fault, from the (translated) error text: the `reason` label of
+# mlwatch_storage_unavailable_total. First match wins ("read-only" before the I/O error it explains).
+_REASONS = (
+    ("readonly", ("readonly", "read-only")),
+    ("full", ("disk is full",)),
+    ("locked", ("locked", "busy")),
+    ("io", ("disk i/o",)),
+    ("cannot_open", ("unable to open",)),
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -33,12 +47,82 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
-def translate(exc: BaseException, action: str) -> StorageError:
-    """Map a driver error to StorageUnavailable (transient) or StorageError."""
+def translate(exc: BaseException, action: str, url: object = None) -> StorageError:
+    """Map a driver error to StorageUnavailable (transient) or StorageError.
+
+    With the database's ``url``, an I/O error says which of its files cannot be written (a file made
+    read-only or immutable, a file system remounted read-only): SQLite reports those as plain
+    "disk I/O error" on a connection that is already open.
+    """
     detail = str(getattr(exc, "orig", exc)).strip()
     if is_transient(exc):
+        if url is not None and "disk i/o" in detail.lower():
+            path = sqlite_path(str(url))
+            why = unwritable(path) if path is not None else None
+            if why:
+                detail = f"{detail} ({why})"
         return StorageUnavailable(f"cannot {action}: {detail}")
     return StorageError(f"cannot {action}: {detail}")
+
+
+def unwritable(db_path: Path) -> str | None:
+    """Which of the database file and its WAL cannot be written now (read-only, immutable...), or None.
+
+    Checked with access(2), never by opening the file: closing any descriptor of a SQLite file
+    drops the process' POSIX locks on it.
+    """
+    for p in (db_path, db_path.with_name(db_path.name + "-wal")):
+        if p.exists() and not os.access(p, os.W_OK):
+            return f"{p} is not writable: a read-only or immutable file, or a read-only file system"
+    return None
+
+
+def fault_reason(message: str) -> str:
+    """``locked``, ``readonly``, ``full``, ``io`` or ``cannot_open`` for a StorageUnavailable's message."""
+    text = message.lower()
+    for reason, needles in _REASONS:
+        if any(n in text for n in needles):
+            return reason
+    return "other"
+
+
+@dataclass
+class StorageStatus:
+    """Whether the database takes writes, and since when it does not (the writer updates it).
+
+    Shown on /metrics (``mlwatch_storage_writable``, ``mlwatch_storage_unavailable_total{reason}``);
+    the start and the end of an outage are logged once each.
+    """
+
+    writable: bool = True
+    reason: str = ""  # of the current outage, or of the last one
+    message: str = ""
+    since: float = 0.0  # time.time() when the current outage began
+    unavailable: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def failed(self, err: BaseException) -> None:
+        """A write transaction failed; only StorageUnavailable (transient) makes storage unwritable."""
+        if not isinstance(err, StorageUnavailable):
+            return
+        self.reason = fault_reason(str(err))
+        self.message = str(err)
+        self.unavailable[self.reason] += 1
+        if self.writable:
+            self.writable = False
+            self.since = time.time()
+            log.error(
+                "storage unwritable (%s): %s; pushes get 503, log sources pause at their committed offsets, "
+                "scrapes wait in memory (limits.scrape_buffer_samples); retrying", self.reason, err,
+            )
+
+    def succeeded(self) -> None:
+        """A write transaction committed: an outage, if any, is over."""
+        if not self.writable:
+            self.writable = True
+            log.warning("storage writable again after %.1fs unwritable (%s)", time.time() - self.since, self.reason)
+
+    def outage_seconds(self) -> float:
+        return 0.0 if self.writable else max(0.0, time.time() - self.since)
 
 
 def sqlite_path(url: str) -> Path | None:

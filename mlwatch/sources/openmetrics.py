@@ -26,7 +26,9 @@ OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text"
 _META_RE = re.compile(r"^# (TYPE|HELP|UNIT) ([a-zA-Z_:][a-zA-Z0-9_:]*)(?: (.*))?$")
 # The part after the name and label set: value, optional timestamp, optional exemplar.
 _TAIL_RE = re.compile(r"^ (\S+)(?: ([+-]?[0-9.eE+-]+))?(?: # \{.*)?$")
-_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
+# A label set: anything but quotes and braces, or quoted strings with escapes; possessive, so a hostile
+# line costs linear time and no backtracking memory.
+_LABEL_SET_RE = re.compile(r'\{(?:[^"}]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+', re.DOTALL)  # up to its '}'
 
 
 def is_openmetrics(content_type: str | None) -> bool:
@@ -34,30 +36,30 @@ def is_openmetrics(content_type: str | None) -> bool:
 
 
 def _split_after_labels(line: str, lineno: int) -> int:
-    """Index just past the metric name and label set of a sample line."""
+    """Index just past the metric name and label set of a sample line (one pass: linear in the line)."""
     brace = line.find("{")
     space = line.find(" ")
     if brace == -1 or (space != -1 and space < brace):
         if space == -1:
             raise ParseError("expected a value after the metric name", lineno)
         return space
-    pos = brace + 1
-    while True:
-        close = line.find("}", pos)
-        quote = line.find('"', pos)
-        if close == -1:
-            raise ParseError("unterminated label set", lineno)
-        if quote == -1 or close < quote:
-            return close + 1
-        m = _QUOTED_RE.match(line, quote)
-        if m is None:
-            raise ParseError("unterminated label value", lineno)
-        pos = m.end()
+    end = _LABEL_SET_RE.match(line, brace).end()  # type: ignore[union-attr]  # always matches the brace
+    if end == len(line):
+        raise ParseError("unterminated label set", lineno)
+    if line[end] == '"':
+        raise ParseError("unterminated label value", lineno)
+    return end + 1  # past the closing brace
 
 
 def parse_openmetrics(data: bytes | str) -> list[MetricFamily]:
     """Parse an OpenMetrics text body; ParseError (with the line) when it is malformed."""
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ParseError("invalid UTF-8", data.count(b"\n", 0, exc.start) + 1) from None
+    else:
+        text = data
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -102,8 +104,8 @@ def parse_openmetrics(data: bytes | str) -> list[MetricFamily]:
         if ts is not None:
             try:
                 ts_ms = round(float(ts) * 1000)
-            except ValueError:
-                raise ParseError(f"invalid timestamp {ts!r}", lineno) from None
+            except (ValueError, OverflowError):  # not a number, or too large for a time (1e400 is +Inf)
+                raise ParseError(f"invalid timestamp {ts[:40]!r}", lineno) from None
             out.append(f"{line[:cut]} {value} {ts_ms}")
         else:
             out.append(f"{line[:cut]} {value}")

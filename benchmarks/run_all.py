@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -47,16 +48,16 @@ class Bench:
 
 
 BENCHES = [
-    Bench("B1", "bench_ingest.py", "storage ingest vs raw sqlite3", ("--quick", "--runs", "2")),
-    Bench("B2", "bench_push.py", "pushes vs Pushgateway (wrk)", ("--quick", "--runs", "2", "--seconds", "4"),
+    Bench("B1", "bench_ingest.py", "storage ingest vs raw sqlite3", ("--quick", "--runs", "1")),
+    Bench("B2", "bench_push.py", "pushes vs Pushgateway (wrk)", ("--quick", "--runs", "1", "--seconds", "3"),
           peers=("wrk", "prometheus-pushgateway")),
     Bench("B3", "bench_logs.py", "log lines vs mtail", ("--quick", "--runs", "2"), peers=("mtail",)),
-    Bench("B4", "bench_scrape.py", "scrape parse+store vs prometheus_client", ("--quick",)),
+    Bench("B4", "bench_scrape.py", "scrape parse+store vs prometheus_client", ("--quick", "--runs", "2", "--lines", "50000")),
     Bench("B5", "bench_bytes.py", "bytes/sample vs Prometheus, VictoriaMetrics", ("--quick",),
           peers=("promtool", "victoria-metrics")),
-    Bench("B6", "bench_query.py", "query latency vs Prometheus, VictoriaMetrics", ("--quick", "--runs", "5"),
+    Bench("B6", "bench_query.py", "query latency vs Prometheus, VictoriaMetrics", ("--quick", "--runs", "3"),
           peers=("promtool", "prometheus", "victoria-metrics")),
-    Bench("B6r", "bench_read.py", "range read into numpy", ("--quick", "--runs", "3")),
+    Bench("B6r", "bench_read.py", "range read into numpy", ("--quick", "--runs", "2")),
     Bench("B7", "bench_footprint.py", "daemon footprint, 10k series / 15 s", ("--quick",)),
     Bench("B8", "bench_tui.py", "TUI first frame, chart redraw", ("--quick", "--runs", "2")),
     Bench("B9", "bench_load.py", "load: scrapes + pushes + logs + rules", ("--quick",), timeout_s=4 * 3600),
@@ -119,7 +120,7 @@ def run_one(b: Bench, extra: list[str], logdir: Path, quick: bool, timeout_s: fl
                                 cwd=HERE.parent)
     status = "ok"
     try:
-        proc.wait(timeout_s or b.timeout_s)
+        proc.wait(timeout_s or (min(b.timeout_s, 900) if quick else b.timeout_s))
         if proc.returncode:
             status = f"failed (exit {proc.returncode})"
     except subprocess.TimeoutExpired:
@@ -173,6 +174,28 @@ def table(outcomes: list[Outcome], title: str) -> Table:
     return t
 
 
+def markdown(doc: dict[str, Any]) -> str:
+    """The suite's table as Markdown (for the README), from the JSON the runner writes."""
+    la = doc["loadavg_before"]
+    head = (f"`python -m benchmarks{' --quick' if doc['quick'] else ''}`, {doc['started'][:16].replace('T', ' ')} UTC, "
+            f"{doc['cpus']} cores, load average {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} at the start "
+            f"(the machine was shared), {doc['seconds'] / 60:.1f} min in all.\n\n")
+    lines = ["| # | figure | mlwatch | peer | peer value | ratio | target | runs | min–max (mlwatch) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for b in doc["benchmarks"]:
+        if b["status"] != "ok":
+            lines.append(f"| {b['id']} | `{b['script']}`: {b['status']} | | | | | | | |")
+        for r in b["rows"]:
+            ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}x {'↑' if r.get('better') == 'higher' else '↓'}"
+            target = r.get("target") or ""
+            if r.get("ok") is not None:
+                target += " ✓" if r["ok"] else " ✗"
+            fig = str(r["figure"]).replace("|", "\\|")
+            lines.append(f"| {b['id']} | {fig} | {fmt(r['ours'])} {r.get('unit') or ''} | {r.get('peer_name') or ''} | "
+                         f"{fmt(r['peer'])} | {ratio} | {target} | {r['runs']} | {fmt(r['lo'])}–{fmt(r['hi'])} |")
+    return head + "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller data and fewer runs (under 5 minutes)")
@@ -183,7 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--logs", type=Path, help="keep each benchmark's output here (default: a temporary directory)")
     ap.add_argument("--timeout", type=float, help="seconds per benchmark before it is stopped")
     ap.add_argument("--minutes", type=float, help="B9's load duration (default 10, --quick 1)")
+    ap.add_argument("--markdown", type=Path, help="also write the table as Markdown to this file")
+    ap.add_argument("--render", type=Path, metavar="JSON", help="only print a past run's JSON as Markdown")
     args = ap.parse_args(argv)
+    if args.render:
+        print(markdown(json.loads(args.render.read_text())), end="")
+        return 0
     known = {b.id for b in BENCHES}
     picked = [s.strip() for s in (args.only or "").split(",") if s.strip()]
     skipped = [s.strip() for s in (args.skip or "").split(",") if s.strip()]
@@ -233,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmarks": [asdict(o) for o in outcomes],
     }, indent=2))
     console.print(f"JSON: {args.json}")
+    if args.markdown:
+        args.markdown.write_text(markdown(json.loads(args.json.read_text())))
     return 0 if all(o.status == "ok" and not o.strays for o in outcomes) else 1
 
 

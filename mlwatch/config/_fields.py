@@ -99,7 +99,7 @@ def _scalar_to_str(value: Any) -> Any:
     return value
 
 
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _env_var_name(name: str, info: ValidationInfo) -> str:

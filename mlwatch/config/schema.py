@@ -107,7 +107,7 @@ class StorageConfig(_Model):
 
 # ------------------------------------------------------------------ server
 
-_HOST_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
 _LISTEN_HELP = "expected host:port, e.g. 127.0.0.1:9091, 0.0.0.0:9091 or [::1]:9091"
 
 
@@ -135,7 +135,7 @@ def _listen(listen: str) -> str:
     return listen
 
 
-_BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+_BCRYPT_RE = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}\Z")
 
 
 def _bcrypt_hash(value: str) -> str:
@@ -256,6 +256,8 @@ class LimitsConfig(_Model):
     query_timeout: PositiveDuration = 30 * _S
     query_max_samples: PositiveInt = 50_000_000
     lookback_delta: PositiveDuration = 5 * _MIN
+    scrape_buffer_samples: PositiveInt = 1_000_000
+    """Scrape results (samples) kept in memory while storage is unavailable; older ones are dropped and counted."""
 
 
 class PushConfig(_Model):

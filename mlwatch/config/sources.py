@@ -115,7 +115,7 @@ class SourceConfig(_Model):
         return ()
 
 
-_TARGET_RE = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?):([0-9]{1,5})$")
+_TARGET_RE = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?):([0-9]{1,5})\Z")
 
 
 def _target(value: str) -> str:

@@ -28,6 +28,8 @@ def group_labels(labels: Labels, modifier: Any) -> Labels:
 
 
 def _groups(vec: InstantVector, modifier: Any) -> tuple[list[Labels], list[list[int]]]:
+    if modifier is None:  # one group of every series
+        return ([()], [list(range(len(vec.labels)))]) if vec.labels else ([], [])
     index: dict[Labels, int] = {}
     members: list[list[int]] = []
     for i, lab in enumerate(vec.labels):
@@ -57,8 +59,9 @@ def aggregate(op: str, modifier: Any, param: Any, vec: InstantVector) -> Instant
     present = np.zeros((len(keys), steps), bool)
     with np.errstate(all="ignore"):
         for g, rows in enumerate(members):
-            P = vec.present[rows]
-            V = vec.values[rows]
+            whole = len(rows) == len(vec.labels)  # one group of all rows (in order): no copy
+            P = vec.present if whole else vec.present[rows]
+            V = vec.values if whole else vec.values[rows]
             n = P.sum(axis=0)
             present[g] = n > 0
             if op == "quantile":
@@ -84,10 +87,15 @@ def _simple_any(op: str, V: F64, P: Bools, n: Any) -> Any:
     if op == "avg":
         # Prometheus 2.x: a running mean from the first value, keeping an infinite mean when it can
         if P.all() and np.isfinite(V).all():  # the common case, with fewer operations per series
+            # mean += v/k - mean/k row by row (bit for bit as Prometheus); every v/k divided at once
+            ks = np.arange(1, V.shape[0] + 1, dtype=np.float64)
+            vk = V / ks[:, None]
             mean = V[0].copy()
+            tmp = np.empty_like(mean)
             for r in range(1, V.shape[0]):
-                k = float(r + 1)
-                mean += V[r] / k - mean / k
+                np.divide(mean, ks[r], out=tmp)
+                np.subtract(vk[r], tmp, out=tmp)
+                mean += tmp
             return mean
         mean = np.zeros(V.shape[1])
         count = np.zeros(V.shape[1])

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -258,11 +259,13 @@ class _Evaluator:
         infos = self.engine.source.series(self.matchers(node))
         data = self.engine.source.read_many([i.id for i in infos], lo, hi) if infos else {}
         out = []
+        total = 0
         for info in infos:
             ts, vals = data[info.id]
-            self.account(len(ts))
-            out.append((make_labels(info.key.with_name()), ts, vals))
-        out.sort(key=lambda r: r[0])
+            total += len(ts)
+            out.append((getattr(info, "labels", None) or make_labels(info.key.with_name()), ts, vals))
+        self.account(total)
+        out.sort(key=itemgetter(0))
         self.check_time()
         return out
 

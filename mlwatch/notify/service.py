@@ -27,7 +27,7 @@ from mlwatch.notify.router import GroupState, OutboxItem, Router
 from mlwatch.notify.silences import Silence
 from mlwatch.rules.evaluation import QueryFunc, RuleManager, Vector
 from mlwatch.rules.loading import build_groups
-from mlwatch.rules.state import Alert
+from mlwatch.rules.state import Alert, AlertState
 from mlwatch.storage import alertstore as store
 from mlwatch.storage.writer import WriteBatch, Writer
 
@@ -169,9 +169,31 @@ class AlertingService:
         self.router._persisted.update(persisted)
         # Resolve alerts of rules that no longer exist (removed while the daemon was down).
         await self.store.call(lambda c: store.drop_alerts_except(c, self.rules.rule_keys(), self.clock()))
+        await self._resolve_untold(persisted)
         self._scheduler = scheduler
         self._started = True
         self._schedule()
+
+    async def _resolve_untold(self, persisted: Mapping[str, tuple[float, str, list[str]]]) -> None:
+        """Alerts a group last told as firing that are no longer active resolved without their groups
+        hearing it: in the moment between the stored ``resolved`` event and the router's next flush (a
+        crash there), or with their rule while the daemon was down. Hand them to the router as resolved,
+        from their last history events, so the groups still send the resolved notification."""
+        told = {fp for _, _, firing in persisted.values() for fp in firing}
+        untold = sorted(told - {a.fingerprint for a in self.rules.active_alerts()})
+        if not untold:
+            return
+        histories = await self.store.call(lambda c: [store.load_events(c, limit=2, fingerprint=fp) for fp in untold])
+        resolved = []
+        for events in histories:
+            if not events or events[-1].event != AlertState.RESOLVED.value:
+                continue  # no history left (retention): nothing to tell it with
+            last = events[-1]
+            fired = next((e.ts for e in events if e.event == AlertState.FIRING.value), None)
+            alert = Alert("", dict(last.labels), dict(last.annotations), AlertState.RESOLVED, last.value,
+                          last.active_at, fired, last.ts, condition=last.condition)  # fmt: skip
+            resolved.append(alert)
+        self.router.receive(resolved, self.clock(), self.external_url)
 
     async def stop(self) -> None:
         if self._scheduler is not None:

@@ -20,16 +20,19 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from mlwatch.config import LogSourceConfig
 from mlwatch.config.ml import ClassificationConfig, LabelsForConfig, RegressionConfig, class_text
-from mlwatch.ml.classification import ConfusionCounts, Undefined, binary_figures, class_counts, multiclass_figures
+from mlwatch.ml.classification import EPS, ConfusionCounts, Undefined, binary_figures, class_counts, multiclass_figures
 from mlwatch.ml.drift import DriftWindow
 from mlwatch.ml.join import DELAY_BUCKETS_S, LabelOutbox, PendingPredictions
 from mlwatch.ml.regression import RegressionSums, regression_figures
 from mlwatch.ml.uncertainty import StratumCounts, stratified_estimate, wilson_interval
-from mlwatch.ml.windows import BucketWindow, default_resolution
+from mlwatch.ml.windows import BucketWindow, bucket_of, default_resolution
 from mlwatch.model import MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.sources.fieldpath import MISSING, FieldPath, to_number
+from mlwatch.sources.linechunk import LineChunk
 from mlwatch.sources.sampling import LineEvent
 
 __all__ = ["LabelOperator", "MlOperators", "QualityOperator"]
@@ -314,6 +317,69 @@ class QualityOperator:
         self.changed = True
         return None
 
+    def take_chunk(self, chunk: LineChunk) -> bool:
+        """Take a whole chunk of lines at once (numpy), as :meth:`feed` would line by line; False, having
+        changed nothing, when the chunk needs the per-line path: regression, a join, drift, stratified
+        samples, multiclass scores, or any line that :meth:`feed` would refuse or treat specially."""
+        cfg = self.cfg
+        if not isinstance(cfg, ClassificationConfig) or self._join is not None or self._drift or self._strat:
+            return False
+        binary = cfg.positive is not None
+        if self._score is not None and not binary:
+            return False
+        n = len(chunk)
+        if not n:
+            return True
+        groups = _chunk_groups(chunk, self._by, n)
+        pred, truth = chunk.classes(self._pred), chunk.classes(self._label)
+        if groups is None or pred is None or truth is None:
+            return False
+        scores = chunk.numbers(self._score) if self._score is not None else None
+        if self._score is not None and (scores is None or not bool(((scores >= 0) & (scores <= 1)).all())):
+            return False  # a missing, non-numeric or out-of-range score: per line
+        gcodes, gkeys = groups
+        # one vocabulary for predicted and true classes: cell = true * C + predicted
+        classes = list(dict.fromkeys(pred[1] + truth[1]))
+        where = {c: i for i, c in enumerate(classes)}
+        ncls = len(classes)
+        pcode = np.asarray([where[c] for c in pred[1]], dtype=np.intp)[pred[0]]
+        tcode = np.asarray([where[c] for c in truth[1]], dtype=np.intp)[truth[0]]
+        cells = tcode * ncls + pcode
+        ts = chunk.ts
+        res = self._resolution
+        if isinstance(ts, int):
+            slots_of = [(gcodes, gkeys, [bucket_of(ts, res)] * len(gkeys))]
+        else:
+            slots_of = [_slots(gcodes, gkeys, -((-ts) // res))]
+        parts = [_ClassChunk.of(s, cells, ncls * ncls) for s in slots_of]
+        matured = None
+        if cfg.by_prediction_time:  # label in the line: predicted and known at the line's time
+            wins = ts // self._window if not isinstance(ts, int) else np.full(n, ts // self._window, dtype=np.int64)
+            matured = _ClassChunk.of(_slots(gcodes, gkeys, wins), cells, ncls * ncls)
+        if scores is not None:
+            positive = np.asarray([c == cfg.positive for c in classes], dtype=bool)[tcode]
+            p = np.clip(scores, EPS, 1 - EPS)
+            loss = np.where(positive, -np.log(p), -np.log1p(-p))
+            bins = np.minimum((scores * cfg.auc_bins).astype(np.int64), cfg.auc_bins - 1)
+            for part in [*parts, *([matured] if matured is not None else [])]:
+                part.score(loss, bins, positive, cfg.auc_bins)
+        # nothing has changed so far: apply
+        for part in parts:
+            for g, key, bucket in part.slots:
+                grp = self._group(key)
+                part.apply(g, grp.window.bucket(bucket), classes, scores=True)
+                part.apply(g, grp.cum, classes, scores=False)
+        if matured is not None:
+            for g, key, w in matured.slots:
+                grp = self._group(key)
+                acc = grp.matured.get(w)
+                if acc is None:
+                    acc = grp.matured[w] = self._new_acc()
+                matured.apply(g, acc, classes, scores=True)
+        self.newest = max(self.newest, chunk.ts_max())
+        self.changed = True
+        return True
+
     def _apply_labels(self) -> None:
         if self._outbox is None:
             return
@@ -562,6 +628,81 @@ class QualityOperator:
         self.label_done = int(state["label_done"])
         self.newest = int(state["newest"])
         self.last_emit = int(state["last_emit"])
+
+
+def _chunk_groups(chunk: LineChunk, by: list[FieldPath], n: int) -> tuple[np.ndarray, list[tuple[str, ...]]] | None:
+    """Per line the index of its ``by`` combination, and the combinations; None when a line lacks one."""
+    codes = np.zeros(n, dtype=np.intp)
+    keys: list[tuple[str, ...]] = [()]
+    for path in by:
+        got = chunk.classes(path)
+        if got is None:
+            return None
+        c, uniques = got
+        codes = codes * len(uniques) + c
+        keys = [k + (u,) for k in keys for u in uniques]
+        if len(keys) > 1 and len(by) > 1:  # keep the codes dense: only combinations that occur
+            present, codes = np.unique(codes, return_inverse=True)
+            codes = codes.reshape(-1)
+            keys = [keys[i] for i in present.tolist()]
+    return codes, keys
+
+
+def _slots(
+    gcodes: np.ndarray, gkeys: list[tuple[str, ...]], buckets: np.ndarray
+) -> tuple[np.ndarray, list[tuple[str, ...]], list[int]]:
+    """Per line the index of its (group, bucket) pair, and the pairs' group keys and bucket numbers."""
+    low = int(buckets.min())
+    span = int(buckets.max()) - low + 1
+    combined = gcodes.astype(np.int64) * span + (buckets - low)
+    present, inverse = np.unique(combined, return_inverse=True)
+    keys = [gkeys[int(c) // span] for c in present.tolist()]
+    return inverse.reshape(-1).astype(np.intp), keys, [int(c) % span + low for c in present.tolist()]
+
+
+class _ClassChunk:
+    """A chunk's outcomes summed per slot (a group's window bucket or matured window): the confusion
+    cells and, with scores, the log-loss sums and the positive/negative score bins."""
+
+    __slots__ = ("cm", "loss", "neg", "pos", "scored", "slot_of", "slots")
+
+    def __init__(self, slot_of: np.ndarray, slots: list[tuple[int, tuple[str, ...], int]], cm: np.ndarray) -> None:
+        self.slot_of = slot_of
+        self.slots = slots  # (slot index, group key, bucket or window number)
+        self.cm = cm  # slots x cells
+        self.loss: list[float] | None = None
+        self.scored: list[int] = []
+        self.pos: np.ndarray | None = None
+        self.neg: np.ndarray | None = None
+
+    @classmethod
+    def of(
+        cls, slots: tuple[np.ndarray, list[tuple[str, ...]], list[int]], cells: np.ndarray, ncells: int
+    ) -> _ClassChunk:
+        slot_of, keys, numbers = slots
+        count = len(keys)
+        cm = np.bincount(slot_of * ncells + cells, minlength=count * ncells).reshape(count, ncells)
+        return cls(slot_of, [(i, k, b) for i, (k, b) in enumerate(zip(keys, numbers, strict=True))], cm)
+
+    def score(self, loss: np.ndarray, bins: np.ndarray, positive: np.ndarray, nbins: int) -> None:
+        count = len(self.slots)
+        self.loss = np.bincount(self.slot_of, weights=loss, minlength=count).tolist()
+        self.scored = np.bincount(self.slot_of, minlength=count).tolist()
+        flat = self.slot_of * nbins + bins
+        self.pos = np.bincount(flat[positive], minlength=count * nbins).reshape(count, nbins)
+        self.neg = np.bincount(flat[~positive], minlength=count * nbins).reshape(count, nbins)
+
+    def apply(self, slot: int, acc: ConfusionCounts, classes: list[str], *, scores: bool) -> None:
+        ncls = len(classes)
+        row = self.cm[slot]
+        for cell in np.flatnonzero(row).tolist():
+            acc.cm[(classes[cell // ncls], classes[cell % ncls])] += int(row[cell])
+        if scores and self.loss is not None and self.pos is not None and self.neg is not None:
+            acc.log_loss_sum += self.loss[slot]
+            acc.scored += self.scored[slot]
+            for target, counts in ((acc.pos_bins, self.pos[slot]), (acc.neg_bins, self.neg[slot])):
+                for b in np.flatnonzero(counts).tolist():
+                    target[b] += int(counts[b])
 
 
 def _dump_strata(acc: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -48,6 +48,13 @@ class BucketWindow(Generic[A]):
             acc = self.buckets[b] = self.new()
         return acc
 
+    def bucket(self, b: int) -> A:
+        """The accumulator of bucket number ``b`` (see :func:`bucket_of`; created when missing)."""
+        acc = self.buckets.get(b)
+        if acc is None:
+            acc = self.buckets[b] = self.new()
+        return acc
+
     def _first(self, t_ms: int) -> int:
         # the oldest bucket whose end lies inside (t - window, t]
         return (t_ms - self.window) // self.resolution + 1

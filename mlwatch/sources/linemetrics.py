@@ -18,7 +18,6 @@ same state, and the windows are committed with the offsets like every other valu
 
 from __future__ import annotations
 
-import collections
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from mlwatch.config.parts import DEFAULT_BUCKETS, LogMetricConfig, template_fiel
 from mlwatch.config.sources import DEFAULT_QUANTILES, DEFAULT_SUMMARY_MAX_AGE
 from mlwatch.model import MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.sources.fieldpath import MISSING, FieldPath, to_number
+from mlwatch.sources.linechunk import LineChunk
 from mlwatch.sources.sampling import LineEvent
 from mlwatch.sources.textparse import format_float
 
@@ -207,11 +207,15 @@ class LineMetrics:
     def feed_chunk(self, docs: list[dict[str, Any]], ts: int) -> bool:
         """Apply a whole chunk of parsed lines at once (vectorised), or return False having changed nothing
         when a line needs the per-line path (a missing field, a non-number, a negative counter increment)."""
-        if not docs:
+        return self.take_chunk(LineChunk(docs, ts))
+
+    def take_chunk(self, chunk: LineChunk) -> bool:
+        """:meth:`feed_chunk` on a shared :class:`LineChunk` (its columns are extracted once for all operators)."""
+        if not len(chunk):
             return True
         plans = []
         for m in self._metrics:
-            plan = _chunk_plan(m, docs, ts)
+            plan = _chunk_plan(m, chunk)
             if plan is None:
                 return False
             plans.append(plan)
@@ -416,50 +420,50 @@ def _simple(path: FieldPath | None) -> str | None:
     return path.parts[0] if path is not None and len(path.parts) == 1 and isinstance(path.parts[0], str) else None
 
 
-def _chunk_plan(m: _Metric, docs: list[dict[str, Any]], ts: int) -> Callable[[], None] | None:
+def _chunk_plan(m: _Metric, chunk: LineChunk) -> Callable[[], None] | None:
     """How ``m`` takes a chunk of lines in bulk (applied by calling the result), or None when any line of
     the chunk needs the per-line path. Nothing is changed until the plan is applied."""
     if len(m.templates) > 1 or (m.templates and m.templates[0].single is None):
         return None
-    label_field = _simple(m.templates[0].single) if m.templates else None
-    if m.templates and label_field is None:
+    label_path = m.templates[0].single if m.templates else None
+    if label_path is not None and _simple(label_path) is None:
         return None
-    if label_field is not None:
-        labs = [d.get(label_field) for d in docs]
-        if not all(type(v) is str for v in labs):
+    n = len(chunk)
+    keys: list[tuple[str, ...]]
+    if label_path is not None:
+        codes = chunk.strings(label_path)  # a label from a non-string value: the per-line path formats it
+        if codes is None:
             return None
+        inverse, uniques = codes
+        keys = [(u,) for u in uniques]
     else:
-        labs = []
+        inverse, keys = np.zeros(n, dtype=np.intp), [()]
+    groups = len(keys)
+    ts = chunk.ts
+    if isinstance(ts, int):
+        newest: list[int] = [ts] * groups
+    else:  # event times: each series is touched at its newest line
+        top = np.full(groups, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(top, inverse, ts)
+        newest = top.tolist()
     values, touched, scale, kind = m.values, m.touched, m.scale, m.kind
     if m.field is None:  # count lines per key
-        counts = collections.Counter(labs) if label_field is not None else {"": len(docs)}
+        counts = np.bincount(inverse, minlength=groups).tolist()
 
         def apply_count() -> None:
-            for lab, n in counts.items():
-                key: tuple[str, ...] = (str(lab),) if label_field is not None else ()
-                values[key] = values.get(key, 0.0) + n * scale
-                touched[key] = max(touched.get(key, -1), ts)
+            for g, key in enumerate(keys):
+                values[key] = values.get(key, 0.0) + counts[g] * scale
+                touched[key] = max(touched.get(key, -1), newest[g])
 
         return apply_count
-    value_field = _simple(m.field)
-    if value_field is None:
+    if _simple(m.field) is None:
         return None
-    raw = [d.get(value_field) for d in docs]
-    if not all(type(v) is float or type(v) is int for v in raw):
+    raw = chunk.numbers(m.field)
+    if raw is None:
         return None
-    xs = np.asarray(raw, dtype=np.float64)
-    if scale != 1.0:
-        xs = xs * scale
+    xs = raw * scale if scale != 1.0 else raw
     if np.isnan(xs).any() or (kind == "counter" and (xs < 0).any()):
         return None
-    keys: list[tuple[str, ...]]
-    if label_field is not None:
-        uniq, inverse = np.unique(np.asarray(labs, dtype=object), return_inverse=True)
-        keys = [(str(u),) for u in uniq.tolist()]
-    else:
-        inverse = np.zeros(len(xs), dtype=np.intp)
-        keys = [()]
-    groups = len(keys)
     sums = np.bincount(inverse, weights=xs, minlength=groups)
     counts_arr = np.bincount(inverse, minlength=groups)
     if kind == "gauge":
@@ -482,17 +486,19 @@ def _chunk_plan(m: _Metric, docs: list[dict[str, Any]], ts: int) -> Callable[[],
                 if cur is None:
                     cur = values[key] = [0] * len(m.buckets) + [0.0, 0]
                 if kind == "histogram":
-                    for i in range(len(m.buckets)):
-                        cur[i] += int(per_bucket[g, i])
+                    for i, c in enumerate(per_bucket[g, : len(m.buckets)].tolist()):
+                        cur[i] += c
                 cur[-2] += float(sums[g])
                 cur[-1] += int(counts_arr[g])
                 if m.windows is not None:
                     win = m.windows.get(key)
                     if win is None:
                         win = m.windows[key] = QuantileWindow(m.max_age)
-                    for x in (xs[inverse == g] if groups > 1 else xs).tolist():
-                        win.add(ts, x)
-            touched[key] = max(touched.get(key, -1), ts)
+                    mine = inverse == g if groups > 1 else slice(None)
+                    line_ts = [ts] * int(counts_arr[g]) if isinstance(ts, int) else ts[mine].tolist()
+                    for t, x in zip(line_ts, xs[mine].tolist(), strict=True):
+                        win.add(t, x)
+            touched[key] = max(touched.get(key, -1), newest[g])
 
     return apply
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from mlwatch.config import LogSourceConfig
@@ -29,6 +30,7 @@ from mlwatch.model import MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.sources.base import Collection
 from mlwatch.sources.fieldpath import FieldPath, to_number
 from mlwatch.sources.http import target_labels
+from mlwatch.sources.linechunk import LineChunk
 from mlwatch.sources.linemetrics import LineMetrics
 from mlwatch.sources.sampling import LineEvent, Sampler, make_sampler
 from mlwatch.sources.tail import Tailer, TailState
@@ -98,7 +100,9 @@ def _maybe_number(value: str) -> float | None:
 class LogFileSource:
     """A ``type: log`` source as a target: ``instance`` is the configured path (glob) as written."""
 
-    def __init__(self, cfg: LogSourceConfig, operators: Sequence[LineOperator] = ()) -> None:
+    def __init__(
+        self, cfg: LogSourceConfig, operators: Sequence[LineOperator] = (), *, future_tolerance_ms: int = 0
+    ) -> None:
         self.cfg = cfg
         self.job = cfg.name
         self.instance = cfg.path
@@ -109,7 +113,7 @@ class LogFileSource:
         self.state_key = f"log/{cfg.name}"
         self.tailer = Tailer(
             cfg.path, start_at_end=cfg.start_at == "end", max_line_bytes=cfg.max_line_bytes, read_bytes=READ_BYTES,
-            positions=cfg.sampling is not None or bool(operators),  # line positions feed sampling hashes
+            positions=cfg.sampling is not None,  # line positions feed sampling hashes (and nothing else)
         )  # fmt: skip
         self.operators: list[LineOperator] = [LineMetrics(cfg.metrics, self.labels), *operators]
         self.sampler: Sampler | None = make_sampler(cfg.sampling) if cfg.sampling else None
@@ -120,6 +124,8 @@ class LogFileSource:
         self.sampled_total = 0
         self._last_full_ms = 0
         self._newest_ts = 0
+        self.future_tolerance_ms = future_tolerance_ms  # 0: event times are not bounded
+        self._future_limit_ms = 2**62  # event times beyond this are refused; set from the clock at each read
         self.lost_bytes_total = 0  # copytruncate's own loss, committed with the offsets (tail.py)
         self.lost_lines_total = 0
 
@@ -183,6 +189,56 @@ class LogFileSource:
         # Parsing a chunk of lines takes a while: off the event loop, so scrapes keep their schedule.
         return await asyncio.to_thread(self.collect_sync, now_ms)
 
+    def _parse_lines(
+        self, lines: list[tuple[bytes, str]], bad: Any, rejected: list[str]
+    ) -> tuple[list[dict[str, Any]], list[int], list[int] | None]:
+        """The chunk's lines parsed: the good lines' fields, their indices in ``lines``, and their event
+        times (None: no ``timestamp``, every line is at ``now_ms``). Bad lines are counted in ``bad``."""
+        ts_field, ts_format = self._ts_field, self._ts_format
+        if self._pattern is None and lines:
+            loads = orjson.loads
+            try:  # the common case: every line a JSON object, parsed in one comprehension
+                docs = [loads(raw) for raw, _ in lines]
+            except orjson.JSONDecodeError:
+                docs = None
+            if docs is not None and all(type(d) is dict for d in docs):
+                index = list(range(len(docs)))
+                if ts_field is None:
+                    return docs, index, None
+                return self._event_times(lines, docs, index, ts_field, ts_format, bad, rejected)
+        parse = self._parse
+        docs, index = [], []
+        for i, (raw, _pos) in enumerate(lines):
+            fields, reason = parse(raw)
+            if fields is None:
+                _reject(bad, rejected, reason or "invalid", raw)
+                continue
+            docs.append(fields)
+            index.append(i)
+        if ts_field is None:
+            return docs, index, None
+        return self._event_times(lines, docs, index, ts_field, ts_format, bad, rejected)
+
+    def _event_times(
+        self, lines: list[tuple[bytes, str]], docs: list[dict[str, Any]], index: list[int], ts_field: FieldPath,
+        ts_format: str, bad: Any, rejected: list[str],
+    ) -> tuple[list[dict[str, Any]], list[int], list[int]]:  # fmt: skip
+        out_docs, out_index, times = [], [], []
+        for fields, i in zip(docs, index, strict=True):
+            parsed = parse_timestamp(ts_field.get(fields), ts_format)
+            if parsed is None:
+                _reject(bad, rejected, "bad_timestamp", lines[i][0])
+                continue
+            if parsed > self._future_limit_ms:  # would poison its series (CONTRACT §7): skipped and counted
+                _reject(bad, rejected, "future_timestamp", lines[i][0])
+                continue
+            out_docs.append(fields)
+            out_index.append(i)
+            times.append(parsed)
+        if times:
+            self._newest_ts = max(self._newest_ts, max(times))
+        return out_docs, out_index, times
+
     def collect_sync(self, now_ms: int) -> Collection:
         before = self._snapshot()
         result = self.tailer.read()
@@ -190,89 +246,62 @@ class LogFileSource:
         rejected = list(result.rejected)
         sampler = self.sampler
         operators = self.operators
-        ts_field, ts_format = self._ts_field, self._ts_format
-        parse = self._parse
-        newest = self._newest_ts
-        feeds = [op.feed for op in operators]
+        lines = result.lines
+        if self.future_tolerance_ms:
+            self._future_limit_ms = now_ms + self.future_tolerance_ms
+        docs, index, times = self._parse_lines(lines, bad, rejected)
         # operators may also watch every line before sampling (``observe``), e.g. to weight a stratified sample
         observers = [obs for op in operators if (obs := getattr(op, "observe", None)) is not None]
+        raws = [lines[i][0] for i in index]
+        if sampler is not None or observers:
+            kept_docs, kept_times, kept_raws = [], [], []
+            for k, (fields, i) in enumerate(zip(docs, index, strict=True)):
+                event = LineEvent(fields, times[k] if times is not None else now_ms, lines[i][1])
+                for observe in observers:
+                    observe(event)
+                for ev in sampler.offer(event) if sampler is not None else (event,):
+                    kept_docs.append(ev.fields)
+                    kept_times.append(ev.ts_ms)
+                    kept_raws.append(lines[i][0])
+            docs, raws = kept_docs, kept_raws
+            chunk = LineChunk(docs, np.asarray(kept_times, dtype=np.int64) if times is not None else now_ms)
+        else:
+            chunk = LineChunk(docs, np.asarray(times, dtype=np.int64) if times is not None else now_ms)
+        sampled = len(docs)
+        # Each operator takes the chunk whole (vectorised, columns shared through the chunk) when it can,
+        # else line by line; operators are independent, so one falling back does not slow the others.
         only_metrics = sampler is None and len(operators) == 1 and isinstance(operators[0], LineMetrics)
-        direct = operators[0].feeders if only_metrics else None  # type: ignore[attr-defined]
-        jsonl = self._pattern is None
-        loads, decode_error = orjson.loads, orjson.JSONDecodeError
-        sampled = 0
-        reason: str | None
-        lines = result.lines
-        if direct is not None and jsonl and ts_field is None and lines:
-            # Bulk path: parse every line, then apply the chunk to the metrics vectorised. Any line that
-            # needs attention (bad JSON, a missing field...) sends the whole chunk down the per-line path.
-            try:
-                docs = [loads(raw) for raw, _ in lines]
-            except decode_error:
-                docs = None
-            metrics = operators[0]
-            assert isinstance(metrics, LineMetrics)
-            if docs is not None and all(type(d) is dict for d in docs) and metrics.feed_chunk(docs, now_ms):
-                sampled, lines = len(lines), []
-        for raw, pos in lines:
-            if jsonl:  # inlined: this loop is the hot path of a log source
-                try:
-                    fields = loads(raw)
-                except decode_error as exc:
-                    fields, reason = None, "invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"
-                else:
-                    if type(fields) is not dict:
-                        fields, reason = None, "not_an_object"
-            else:
-                fields, reason = parse(raw)
-            if fields is None:
-                bad[reason or "invalid"] += 1
-                if len(rejected) < MAX_REJECTED_PER_CHUNK:
-                    rejected.append(f"{reason}: {raw[:300].decode('utf-8', 'replace')}")
+        for op in operators:
+            take = getattr(op, "take_chunk", None)
+            if not docs or (take is not None and take(chunk)):
                 continue
-            ts = now_ms
-            if ts_field is not None:
-                parsed = parse_timestamp(ts_field.get(fields), ts_format)
-                if parsed is None:
-                    bad["bad_timestamp"] += 1
-                    if len(rejected) < MAX_REJECTED_PER_CHUNK:
-                        rejected.append(f"bad_timestamp: {raw[:300].decode('utf-8', 'replace')}")
-                    continue
-                ts = parsed
-                newest = max(newest, ts)
-            if direct is not None:  # no sampling, only the config's metrics: skip the event object
-                sampled += 1
-                for feeder in direct:
-                    r = feeder(fields, ts)
-                    if r is not None:
-                        bad[r] += 1
-                        if len(rejected) < MAX_REJECTED_PER_CHUNK:
-                            rejected.append(f"{r}: {raw[:300].decode('utf-8', 'replace')}")
+            if only_metrics:  # no sampling, only the config's metrics: every feeder's complaint counts
+                assert isinstance(op, LineMetrics)
+                feeders = op.feeders
+                for k, fields in enumerate(docs):
+                    ts = times[k] if times is not None else now_ms
+                    for feeder in feeders:
+                        r = feeder(fields, ts)
+                        if r is not None:
+                            _reject(bad, rejected, r, raws[k])
                 continue
-            event = LineEvent(fields, ts, pos)
-            for observe in observers:
-                observe(event)
-            events = sampler.offer(event) if sampler is not None else (event,)
-            for ev in events:
-                sampled += 1
-                for feed in feeds:
-                    r = feed(ev)
-                    if r is not None:
-                        bad[r] += 1
-                        if len(rejected) < MAX_REJECTED_PER_CHUNK:
-                            rejected.append(f"{r}: {raw[:300].decode('utf-8', 'replace')}")
+            feed = op.feed
+            ts_of = chunk.ts
+            for k, fields in enumerate(docs):
+                r = feed(LineEvent(fields, ts_of if isinstance(ts_of, int) else int(ts_of[k]), ""))
+                if r is not None:
+                    _reject(bad, rejected, r, raws[k])
         self.lines_total += len(result.lines)
         self.lost_bytes_total += result.lost_bytes
         self.lost_lines_total += result.lost_lines
         self.sampled_total += sampled
         if sampler is not None:
-            for ev in sampler.flush(newest if ts_field is not None else now_ms):
+            for ev in sampler.flush(self._newest_ts if self._ts_field is not None else now_ms):
                 self.sampled_total += 1
                 for op in operators:
                     r = op.feed(ev)
                     if r is not None:
                         bad[r] += 1
-        self._newest_ts = newest
         samples = self._samples(now_ms, bool(result.lines))
         meta: dict[str, MetricMeta] = {LINES_TOTAL: MetricMeta(MetricType.COUNTER, "Lines read from the log source."),
                                        SAMPLED_TOTAL: MetricMeta(MetricType.COUNTER, "Lines that passed sampling.")}  # fmt: skip
@@ -311,3 +340,10 @@ class LogFileSource:
             out.append(Sample(SeriesKey.of(LINES_TOTAL, self.labels), stamp, float(self.lines_total)))
             out.append(Sample(SeriesKey.of(SAMPLED_TOTAL, self.labels), stamp, float(self.sampled_total)))
         return out
+
+
+def _reject(bad: Any, rejected: list[str], reason: str, raw: bytes) -> None:
+    """Count a line that was bad (for one reason), and keep the first few for the source's health."""
+    bad[reason] += 1
+    if len(rejected) < MAX_REJECTED_PER_CHUNK:
+        rejected.append(f"{reason}: {raw[:300].decode('utf-8', 'replace')}")

@@ -1,0 +1,117 @@
+"""A chunk of parsed log lines that line operators take at once, with its columns extracted once.
+
+A log source parses a chunk of lines (orjson) into dicts once; every operator that can take the chunk
+whole (``take_chunk``) reads the fields it needs through one :class:`LineChunk`, which extracts each
+field's column and factorises it (distinct values -> small integer codes) once, shared by all operators.
+Numbers come out as numpy arrays, so operators aggregate a chunk with ``np.bincount`` instead of a
+Python call per line. A column that needs per-line attention (a missing value, a non-number) reads as
+None, and the operator falls back to its per-line ``feed`` for that chunk.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from mlwatch.config.ml import class_text
+from mlwatch.sources.fieldpath import MISSING, FieldPath
+
+__all__ = ["LineChunk", "factorize"]
+
+Codes = tuple[np.ndarray, list[str]]  # per line the index of its value's text in the list of distinct texts
+
+_NUMBER_TYPES = frozenset((float, int))
+_MISSING_TYPES = frozenset((type(None), type(MISSING)))
+
+
+def factorize(texts: list[str]) -> Codes:
+    """Codes of a column of texts: ``uniques[codes[i]] == texts[i]`` (uniques in order of appearance)."""
+    uniques = list(dict.fromkeys(texts))  # at C speed
+    if len(uniques) == 1:
+        return np.zeros(len(texts), dtype=np.intp), uniques
+    index = {u: i for i, u in enumerate(uniques)}
+    codes = np.fromiter(map(index.__getitem__, texts), dtype=np.intp, count=len(texts))
+    return codes, uniques
+
+
+class LineChunk:
+    """Parsed lines (``docs``) and their times: one time for all (``int``) or one per line (an int64 array)."""
+
+    __slots__ = ("_cache", "docs", "ts")
+
+    def __init__(self, docs: list[dict[str, Any]], ts: int | np.ndarray) -> None:
+        self.docs = docs
+        self.ts = ts
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def ts_max(self) -> int:
+        return self.ts if isinstance(self.ts, int) else int(self.ts.max())
+
+    def column(self, path: FieldPath) -> list[Any]:
+        """The values of ``path`` per line (:data:`MISSING` where absent)."""
+        key = ("col", path.text)
+        col = self._cache.get(key)
+        if col is None:
+            simple = path.parts[0] if len(path.parts) == 1 and isinstance(path.parts[0], str) else None
+            if simple is not None:
+                try:  # every line has the field (the usual case): at C speed
+                    col = list(map(itemgetter(simple), self.docs))
+                except KeyError:
+                    col = [d.get(simple, MISSING) for d in self.docs]
+            else:
+                col = [path.get(d) for d in self.docs]
+            self._cache[key] = col
+        return col
+
+    def types(self, path: FieldPath) -> frozenset[type]:
+        key = ("types", path.text)
+        got = self._cache.get(key)
+        if got is None:
+            got = self._cache[key] = frozenset(map(type, self.column(path)))
+        return got  # type: ignore[no-any-return]
+
+    def strings(self, path: FieldPath) -> Codes | None:
+        """Codes of a column whose every value is a string; None otherwise."""
+        key = ("str", path.text)
+        if key not in self._cache:
+            self._cache[key] = factorize(self.column(path)) if self.types(path) == {str} else None
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def classes(self, path: FieldPath) -> Codes | None:
+        """Codes of a column as class texts (:func:`~mlwatch.config.ml.class_text`); None when a line
+        lacks the field (or has null)."""
+        key = ("class", path.text)
+        if key in self._cache:
+            return self._cache[key]  # type: ignore[no-any-return]
+        types = self.types(path)
+        out: Codes | None
+        if not types or types & _MISSING_TYPES:
+            out = None if types else (np.zeros(0, dtype=np.intp), [])
+        elif types == {str}:
+            out = self.strings(path)
+        elif types == {int}:  # small integer classes: factorised in numpy, the texts made per distinct value
+            try:
+                arr = np.asarray(self.column(path), dtype=np.int64)
+            except OverflowError:
+                out = factorize([class_text(v) for v in self.column(path)])
+            else:
+                uniq, inverse = np.unique(arr, return_inverse=True)
+                out = inverse.astype(np.intp, copy=False).reshape(-1), [str(int(u)) for u in uniq.tolist()]
+        else:  # mixed: 1, 1.0 and "1" are the same class
+            out = factorize([class_text(v) for v in self.column(path)])
+        self._cache[key] = out
+        return out
+
+    def numbers(self, path: FieldPath) -> np.ndarray | None:
+        """The column as float64 when every value is a JSON number (not a bool, string or null); else None."""
+        key = ("num", path.text)
+        if key not in self._cache:
+            types = self.types(path)
+            ok = bool(types) and types <= _NUMBER_TYPES
+            self._cache[key] = np.asarray(self.column(path), dtype=np.float64) if ok else None
+        return self._cache[key]  # type: ignore[no-any-return]

@@ -402,7 +402,8 @@ class MixedLoad:
         say: Callable[[str], None] | None = None,
     ) -> None:
         self.dir = workdir
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # kill moments and load
+        self.sample_rng = random.Random(seed + 1)  # which older acks a check samples
         self.n_pushers = pushers
         self.flap_period_s = flap_period_s
         self.ready_timeout = ready_timeout
@@ -507,6 +508,7 @@ class MixedLoad:
         except RuntimeError as exc:
             self.findings.problem("restart_failures", str(exc)[-2000:])
             raise
+        self.say(f"ready again after {time.time() - restarted:.1f}s")
         self.check_online(restarted)
 
     # ------------------------------------------------------------------ the end
@@ -619,7 +621,7 @@ class MixedLoad:
         wanted = [a for a in acks if a.value % NEW_SERIES_EVERY == 0]
         new, old = wanted[self._checked_series :], wanted[: self._checked_series]
         if not final:
-            old = self.rng.sample(old, min(200, len(old)))
+            old = self.sample_rng.sample(old, min(200, len(old)))
             self._checked_series = len(wanted)
         todo = new + old
         if not todo:

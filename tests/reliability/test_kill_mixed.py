@@ -19,7 +19,8 @@ from tests.reliability.mixedload import WebhookReceiver, run
 
 
 def test_kill_9_under_mixed_load_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    f = run(tmp_path, 3, seed=20261125, run_s=(0.3, 2.0), startup_kill_chance=0.2)
+    # Kills during a restart are in the soak (benchmarks/soak_kill.py); each costs another daemon start.
+    f = run(tmp_path, 3, seed=20261125, run_s=(0.3, 2.0), startup_kill_chance=0.0)
     assert not f.failed, "\n".join(f.problems)
     assert f.kills >= 3
     assert f.acked_pushes > 0 and f.lines_written > 0 and f.lines_committed == f.lines_written

@@ -169,6 +169,7 @@ class SourceManager:
         self._scheduler: SchedulerLike | None = None
         self._buffer: collections.deque[tuple[_Runner, WriteBatch]] = collections.deque()
         self._buffered = 0  # samples in _buffer
+        self._inflight = 0  # samples of buffered results being written
         self._flush_task: asyncio.Task[None] | None = None
         self._targets_files: dict[str, tuple[float, int, list[tuple[str, dict[str, str]]]]] = {}
         self._file_errors: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -374,7 +375,7 @@ class SourceManager:
         duration = time.perf_counter() - started
         self._record(runner, col, now_ms, duration)
         batch = self._batch(runner, col, now_ms, duration)
-        if col.buffer_on_failure and self._buffer:
+        if col.buffer_on_failure and (self._buffer or self._inflight):
             # Earlier results still wait for storage: this one waits behind them, in order, and the
             # target keeps its schedule instead of waiting for storage (a flush in the background retries).
             self._buffer_batch(runner, batch)
@@ -467,20 +468,26 @@ class SourceManager:
 
     @property
     def buffered_samples(self) -> int:
-        """Samples of scrape results waiting in memory for storage."""
-        return self._buffered
+        """Samples of scrape results waiting in memory for storage (those being written included)."""
+        return self._buffered + self._inflight
 
     def _buffer_batch(self, runner: _Runner, batch: WriteBatch) -> None:
-        """Keep a scrape result until storage takes it; past the bound the oldest results are dropped, counted
-        per job in ``mlwatch_source_dropped_samples_total``."""
+        """Keep a scrape result until storage takes it."""
         self._buffer.append((runner, batch))
         self._buffered += len(batch.samples)
-        while self._buffered > self.max_buffered_samples and self._buffer:
-            owner, dropped = self._buffer.popleft()
-            self._drop(owner, dropped, "the buffer is full (limits.scrape_buffer_samples)")
+        self._bound()
 
-    def _drop(self, owner: _Runner, batch: WriteBatch, why: str) -> None:
-        self._buffered -= len(batch.samples)
+    def _bound(self) -> None:
+        """Past ``max_buffered_samples`` (those being written included) the oldest waiting results are dropped,
+        counted per job in ``mlwatch_source_dropped_samples_total``; those being written are not: they may
+        still commit."""
+        while self._buffered + self._inflight > self.max_buffered_samples and self._buffer:
+            owner, batch = self._buffer.popleft()
+            self._buffered -= len(batch.samples)
+            self._count_drop(owner, batch, "the buffer is full (limits.scrape_buffer_samples)")
+
+    @staticmethod
+    def _count_drop(owner: _Runner, batch: WriteBatch, why: str) -> None:
         owner.health.dropped_samples += len(batch.samples)
         log.warning("source %s (%s): dropped a scrape result of %d samples waiting for storage: %s",
                     owner.health.job, owner.health.instance, len(batch.samples), why)  # fmt: skip
@@ -504,28 +511,40 @@ class SourceManager:
             await asyncio.shield(task)
 
     async def _flush_buffer(self) -> None:
-        """Write the buffered results in order; StorageUnavailable leaves the failed one and the rest buffered.
-
-        The results are submitted together, so the writer commits them in one transaction. One that storage
-        refuses for good (e.g. limits.max_series) is dropped and counted. Re-writing a result that did commit
-        (a failure after a partial commit) stores nothing twice: a sample replaces its equal. Results buffered
-        meanwhile are written by the same call.
+        """Write the buffered results in order; those that storage could not take now go back to the front
+        (StorageUnavailable is raised after), those it refuses for good (e.g. limits.max_series) are dropped
+        and counted. The results are submitted together, so the writer commits them in one transaction;
+        results buffered meanwhile are written by the same call.
         """
         while self._buffer:
-            chunk = [self._buffer[i] for i in range(min(FLUSH_BATCHES, len(self._buffer)))]
-            results = await asyncio.gather(*(self._writer.write(b) for _, b in chunk), return_exceptions=True)
+            chunk = [self._buffer.popleft() for _ in range(min(FLUSH_BATCHES, len(self._buffer)))]
+            moved = sum(len(b.samples) for _, b in chunk)
+            self._buffered -= moved
+            self._inflight += moved
+            try:
+                results = await asyncio.gather(*(self._writer.write(b) for _, b in chunk), return_exceptions=True)
+            except BaseException:  # cancelled: keep them (re-writing one that committed stores nothing twice)
+                self._requeue(chunk)
+                raise
+            finally:
+                self._inflight -= moved
+            retry: list[tuple[_Runner, WriteBatch]] = []
             for (owner, batch), res in zip(chunk, results, strict=True):
                 if isinstance(res, StorageUnavailable):
+                    retry.append((owner, batch))
+                elif isinstance(res, BaseException):
+                    self._count_drop(owner, batch, f"refused: {res}")
+            if retry:
+                self._requeue(retry)
+                self._bound()
+                raise next(r for r in results if isinstance(r, StorageUnavailable))
+            for res in results:
+                if isinstance(res, BaseException) and not isinstance(res, StorageError):
                     raise res
-                if not self._buffer or self._buffer[0][1] is not batch:
-                    continue  # dropped meanwhile by the bound (and counted)
-                self._buffer.popleft()
-                if isinstance(res, BaseException):
-                    self._drop(owner, batch, f"refused: {res}")
-                    if not isinstance(res, StorageError):
-                        raise res
-                else:
-                    self._buffered -= len(batch.samples)
+
+    def _requeue(self, items: list[tuple[_Runner, WriteBatch]]) -> None:
+        self._buffer.extendleft(reversed(items))
+        self._buffered += sum(len(b.samples) for _, b in items)
 
     async def _final_flush(self) -> None:
         """On stop: write what still waits; what storage cannot take now is dropped and counted."""
@@ -535,7 +554,8 @@ class SourceManager:
         except StorageError as exc:
             while self._buffer:
                 owner, batch = self._buffer.popleft()
-                self._drop(owner, batch, f"stopping while storage is unavailable: {exc}")
+                self._buffered -= len(batch.samples)
+                self._count_drop(owner, batch, f"stopping while storage is unavailable: {exc}")
 
     # ---------------------------------------------------------------- reporting
     def healths(self) -> list[TargetHealth]:

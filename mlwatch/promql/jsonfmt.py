@@ -12,6 +12,8 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import orjson
 
 from mlwatch.promql.engine import QueryResult
 from mlwatch.promql.values import Labels
@@ -43,33 +45,187 @@ def _point(t: int, v: float) -> str:
     return f'[{format_ts(t)},"{format_value(v)}"]'
 
 
-def _value_strings(vals: Any) -> list[str]:
-    """Values in Go's 'f' -1 form: integral ones vectorised, the rest through a memo (values repeat)."""
-    arr = np.asarray(vals, dtype=np.float64)
+# ---------------------------------------------------------------- vectorised points
+# A range result's points are rendered as bytes by numpy, all at once: every timestamp and every value that
+# is a short decimal (m / 10**s with |m| < 2**50, the shortest such s: exactly the digits of the shortest
+# round-trip form, as Go's 'f' -1 prints them) becomes a row of characters in a grid, and the grid's
+# valid characters are the text. Other values (NaN, infinities, -0, 17-digit values, huge ones) go
+# through format_value one by one.
+
+_DEC_LIMIT = 2.0**50  # below this, rint(v * 10**s) recovers m exactly (error < 1/4)
+_MAX_SCALE = 22  # 10**s is an exact double up to here
+_POW10_F = 10.0 ** np.arange(_MAX_SCALE + 1)
+_POW10_I = 10 ** np.minimum(np.arange(_MAX_SCALE + 2), 18).astype(np.int64)
+_ZERO = ord("0")
+
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+Bools = npt.NDArray[np.bool_]
+
+
+def _decimals(v: npt.NDArray[np.float64]) -> tuple[I64, I64, Bools]:
+    """``(m, s, ok)``: ``v == m / 10**s`` with the smallest such ``s`` where ``ok``."""
+    m = np.zeros(len(v), np.int64)
+    s = np.zeros(len(v), np.int64)
+    ok = np.zeros(len(v), bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        todo = np.flatnonzero(np.isfinite(v) & ~((v == 0) & np.signbit(v)))  # "-0" is left to format_value
+        for scale in range(_MAX_SCALE + 1):
+            if not len(todo):
+                break
+            x = v[todo] * _POW10_F[scale]
+            small = np.abs(x) < _DEC_LIMIT
+            cand = np.rint(x)
+            good = small & (cand / _POW10_F[scale] == v[todo])
+            hit = todo[good]
+            m[hit] = cand[good].astype(np.int64)
+            s[hit] = scale
+            ok[hit] = True
+            todo = todo[small & ~good]  # once |v| * 10**s reaches the limit, no larger s fits either
+    return m, s, ok
+
+
+Piece = tuple[U8, Bools]  # characters (rows x columns) and which of them are part of the text
+
+
+def _digits(a: I64, width: int) -> U8:
+    """Decimal digits of non-negative ``a`` as characters, right-aligned and zero-padded to ``width``."""
+    out = np.empty((width, len(a)), np.uint8)  # filled a column at a time, contiguously
+    q = a
+    for col in range(width - 1, -1, -1):
+        q, r = np.divmod(q, 10)
+        out[col] = r
+    out += _ZERO
+    return out.T
+
+
+def _const(text: bytes, mask: Bools) -> Piece:
+    row = np.frombuffer(text, np.uint8)
+    return np.broadcast_to(row, (len(mask), len(row))), np.broadcast_to(mask[:, None], (len(mask), len(row)))
+
+
+def _render(m: I64, s: I64, rows: Bools) -> list[Piece]:
+    """``m / 10**s`` in plain decimal (``-12.05``, ``0.001``, ``7``) for the ``rows`` that are set."""
+    neg = m < 0
+    a = np.abs(m)
+    smax = int(s.max())
+    ip = a // _POW10_I[s] if smax else a
+    nd = np.searchsorted(_POW10_I[1:19], ip, side="right") + 1  # digits of the integer part
+    wi = int(nd.max())
+    pieces = [_const(b"-", neg & rows)] if neg.any() else []
+    pieces.append((_digits(ip, wi), (np.arange(wi)[None, :] >= (wi - nd)[:, None]) & rows[:, None]))
+    if smax:
+        fp = a - ip * _POW10_I[s]
+        pieces.append(_const(b".", (s > 0) & rows))
+        pieces.append((_digits(fp, smax), (np.arange(smax)[None, :] >= (smax - s)[:, None]) & rows[:, None]))
+    return pieces
+
+
+def _gather(buf: U8, starts: I64, ends: I64) -> Piece:
+    """Rows of characters ``buf[starts[i]:ends[i]]``, left-aligned."""
+    lengths = ends - starts
+    width = int(lengths.max()) if len(lengths) else 0
+    cols = np.arange(width)[None, :]
+    idx = np.minimum(starts[:, None] + cols, max(len(buf) - 1, 0))
+    return buf[idx], cols < lengths[:, None]
+
+
+def _fallback_piece(vals: npt.NDArray[np.float64], bad: npt.NDArray[np.intp]) -> Piece:
+    """The values that are not short decimals: plain-range ones (1e-4 <= |v| < 1e16, not whole) written by
+    orjson, whose digits there are repr's and Go's; the rest (NaN, infinities, -0, huge and tiny values)
+    one by one through format_value."""
+    fb = vals[bad]
     with np.errstate(invalid="ignore"):
-        integral = (arr == np.trunc(arr)) & (np.abs(arr) < 2.0**53) & ~((arr == 0) & np.signbit(arr))
-    if integral.all():
-        return arr.astype(np.int64).astype(str).tolist()  # type: ignore[no-any-return]
-    memo: dict[float, str] = {}
+        mag = np.abs(fb)
+        plain = (mag >= 1e-4) & (mag < 1e16) & (fb != np.trunc(fb))
+    pieces: list[tuple[npt.NDArray[np.intp], Piece]] = []
+    if plain.any():
+        raw = orjson.dumps(np.ascontiguousarray(fb[plain]), option=orjson.OPT_SERIALIZE_NUMPY)
+        text = np.frombuffer(raw, np.uint8)[1:-1]
+        commas = np.flatnonzero(text == ord(","))
+        starts = np.concatenate([[0], commas + 1])
+        ends = np.concatenate([commas, [len(text)]])
+        pieces.append((bad[plain], _gather(text, starts, ends)))
+    if not plain.all():
+        memo: dict[int, bytes] = {}
+        texts = []
+        rest = fb[~plain]
+        for b, v in zip(rest.view(np.int64).tolist(), rest.tolist(), strict=True):
+            t = memo.get(b)
+            if t is None:
+                t = memo[b] = format_value(v).encode()
+            texts.append(t)
+        lengths = np.array([len(t) for t in texts], np.int64)
+        ends = np.cumsum(lengths)
+        pieces.append((bad[~plain], _gather(np.frombuffer(b"".join(texts), np.uint8), ends - lengths, ends)))
+    width = max(g.shape[1] for _, (g, _) in pieces)
+    grid = np.zeros((len(vals), width), np.uint8)
+    mask = np.zeros((len(vals), width), bool)
+    for rows, (g, k) in pieces:
+        grid[rows, : g.shape[1]] = g
+        mask[rows, : g.shape[1]] = k
+    return grid, mask
+
+
+def _value_pieces(vals: npt.NDArray[np.float64]) -> list[Piece]:
+    m, s, ok = _decimals(vals)
+    pieces = _render(m, s, ok)
+    if not ok.all():
+        pieces.append(_fallback_piece(vals, np.flatnonzero(~ok)))
+    return pieces
+
+
+def _ts_pieces(ts: I64) -> list[Piece]:
+    """Seconds, with three decimals when not whole (as format_ts)."""
+    every = np.ones(len(ts), bool)
+    frac = ts % 1000 != 0
+    if not frac.any():
+        return _render(ts // 1000, np.zeros(len(ts), np.int64), every)
+    return _render(np.where(frac, ts, ts // 1000), np.where(frac, 3, 0), every)
+
+
+SMALL = 256  # below this many points, formatting point by point costs less than the vectorised set-up
+
+
+def _points_small(ts: Any, vals: Any) -> str:
+    arr = np.asarray(vals, np.float64)
+    memo: dict[int, str] = {}
     out = []
-    fv = format_value
-    for v in arr.tolist():
-        s = memo.get(v)
-        if s is None:
-            s = fv(v)
-            if v != 0:  # 0.0 and -0.0 are equal keys but print differently
-                memo[v] = s
-        out.append(s)
+    for t, b, v in zip(np.asarray(ts).tolist(), arr.view(np.int64).tolist(), arr.tolist(), strict=True):
+        text = memo.get(b)
+        if text is None:
+            text = memo[b] = format_value(v)
+        out.append(f'[{format_ts(t)},"{text}"]')
+    return ",".join(out)
+
+
+def _points_many(series: list[tuple[Any, Any]]) -> list[str]:
+    """``[t,"v"],[t,"v"],...`` of each series, all rendered together as one grid of characters."""
+    ts = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in series])
+    vals = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in series])
+    n = len(ts)
+    if n < SMALL or np.abs(ts).max() >= 10**18:
+        return [_points_small(t, v) for t, v in series]
+    every = np.ones(n, bool)
+    parts = [_const(b"[", every), *_ts_pieces(ts), _const(b',"', every), *_value_pieces(vals), _const(b'"],', every)]
+    grid = np.concatenate([g for g, _ in parts], axis=1)
+    mask = np.concatenate([k for _, k in parts], axis=1)
+    text = grid[mask].tobytes().decode("ascii")
+    if len(series) == 1:
+        return [text[:-1]]
+    row_ends = np.cumsum(mask.sum(axis=1))
+    ends = row_ends[np.cumsum([len(t) for t, _ in series]) - 1].tolist()
+    out = []
+    start = 0
+    for end in ends:
+        out.append(text[start : end - 1])  # without the trailing comma
+        start = end
     return out
 
 
 def _points(ts: Any, vals: Any) -> str:
-    whole, frac = np.divmod(np.asarray(ts, dtype=np.int64), 1000)
-    if (frac == 0).all() and (whole >= 0).all():
-        stamps = [str(w) for w in whole.tolist()]
-    else:
-        stamps = [format_ts(t) for t in np.asarray(ts).tolist()]
-    return ",".join([f'[{t},"{v}"]' for t, v in zip(stamps, _value_strings(vals), strict=True)])
+    """``[t,"v"],[t,"v"],...`` for one series' points."""
+    return _points_many([(ts, vals)])[0]
 
 
 def result_data(res: QueryResult) -> str:
@@ -86,8 +242,8 @@ def result_data(res: QueryResult) -> str:
         for labels, ts, vals in res.series:
             parts.append(f'{{"metric":{_metric(labels)},"value":{_point(int(ts[0]), float(vals[0]))}}}')
     else:
-        for labels, ts, vals in res.series:
-            points = _points(ts, vals)
+        texts = _points_many([(ts, vals) for _, ts, vals in res.series]) if res.series else []
+        for (labels, _, _), points in zip(res.series, texts, strict=True):
             parts.append(f'{{"metric":{_metric(labels)},"values":[{points}]}}')
     return f'{{"resultType":"{res.kind}","result":[{",".join(parts)}]}}'
 

@@ -84,7 +84,7 @@ class Reader:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             raw = self._engine.raw_connection()
-            conn = raw.driver_connection  # type: ignore[assignment]
+            conn = raw.driver_connection
             assert conn is not None
             raw.detach()  # ours from now on, not the pool's
             self._local.conn = conn

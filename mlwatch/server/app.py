@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,25 @@ def merge_families(families: Iterable[MetricFamily]) -> list[MetricFamily]:
     return list(merged.values())
 
 
+GC_GEN0_THRESHOLD = 20_000
+
+
+async def tune_gc(_app: web.Application) -> None:
+    """Keep the cyclic garbage collector out of request latency (B2: p99 of pushes).
+
+    Under push load, group states live for a few pushes each, survive the young generations and
+    trigger a full collection about every second; a full collection walks every object the
+    daemon holds (over 100k after start-up: modules, classes, the config) and took 50-140 ms
+    per run, which was the pushes' p99. Once everything is loaded, the start-up objects are moved
+    out of the collector's reach (``gc.freeze``: they are never freed anyway) and the youngest
+    generation is collected less often (fewer, equally short collections).
+    """
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, GC_GEN0_THRESHOLD), gen1, gen2)
+
+
 def build_app(deps: AppDeps) -> web.Application:
     @web.middleware
     async def instrument(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -79,6 +99,7 @@ def build_app(deps: AppDeps) -> web.Application:
         return await handler(request)
 
     app = web.Application(middlewares=[instrument, authenticate], client_max_size=deps.max_body_bytes)
+    app.on_startup.append(tune_gc)
 
     async def metrics(_request: web.Request) -> web.Response:
         body = render(merge_families(f for get in deps.families for f in get())) + deps.own.exposition()

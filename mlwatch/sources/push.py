@@ -51,6 +51,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import orjson
+
 from mlwatch.errors import ParseError, PushError
 from mlwatch.model import (
     LABEL_NAME_RE,
@@ -218,6 +220,40 @@ def _validate(fam: MetricFamily) -> None:
                 raise PushError(f"{_INVALID}metric {fam.name!r} has a label with an invalid name: {k}")
 
 
+@dataclass(slots=True, eq=False)
+class _Shape:
+    """The stored series of one family of a group, and what they were derived from.
+
+    Pushers send the same series again and again with new values: a family whose parsed samples
+    have the same type, names and labels as the previous push's takes over its shape, so the
+    labels, series keys and checks of the previous push serve again (only values change).
+    """
+
+    keys: list[SeriesKey]  # the stored series, in the family's exposed (unordered) order
+    values: list[float] | None = None  # their values, when they are not the samples' (histograms, summaries)
+    labels: list[dict[str, str]] | None = None  # normalised labels of the samples (read-only, shared)
+    raw: tuple[MetricType, list[str], list[dict[str, str]]] | None = None  # the parsed samples' type, names, labels
+    # The family's JSON up to its values (see PushGroup.record), for its (type, help, unit).
+    json_head: tuple[tuple[MetricType, str | None, str], bytes] | None = None
+
+
+def _reuse(fam: MetricFamily, prev: _Shape | None) -> MetricFamily | None:
+    """``fam`` normalised with the shape of the previous push, if it has the same one (no timestamps)."""
+    if prev is None or prev.raw is None or prev.labels is None:
+        return None
+    typ, names, raw = prev.raw
+    samples = fam.samples
+    if typ is not fam.type or len(samples) != len(names):
+        return None
+    values = []
+    for s, name, labels in zip(samples, names, raw, strict=True):
+        if s.timestamp_ms is not None or s.name != name or (s.labels is not labels and s.labels != labels):
+            return None
+        values.append(_canonical_nan(s.value))
+    name = fam.name
+    return MetricFamily(name, typ, fam.help, fam.unit, [FamilySample(name, lb, v) for lb, v in zip(prev.labels, values, strict=True)])
+
+
 def normalise(
     families: Iterable[MetricFamily], grouping: dict[str, str], *, accept_timestamps: bool
 ) -> tuple[dict[str, MetricFamily], list[tuple[MetricFamily, FamilySample]]]:
@@ -225,11 +261,30 @@ def normalise(
 
     Raises PushError for what Pushgateway's consistency check refuses inside one push.
     """
+    current, backfill, _ = _normalise(families, grouping, accept_timestamps, {})
+    return current, backfill
+
+
+def _normalise(
+    families: Iterable[MetricFamily], grouping: dict[str, str], accept_timestamps: bool,
+    previous: dict[str, _Shape],
+) -> tuple[dict[str, MetricFamily], list[tuple[MetricFamily, FamilySample]], dict[str, _Shape]]:
+    """:func:`normalise`, reusing the ``previous`` shapes of the group's families where they fit;
+    also the shapes of the families it normalised anew (simple types) or reused."""
     current: dict[str, MetricFamily] = {}
     backfill: list[tuple[MetricFamily, FamilySample]] = []
+    shapes: dict[str, _Shape] = {}
     for fam in families:
         if fam.name in _RESERVED:
             continue
+        prev = previous.get(fam.name)
+        again = _reuse(fam, prev)
+        if again is not None and prev is not None:
+            current.pop(fam.name, None)
+            current[fam.name] = again
+            shapes[fam.name] = prev
+            continue
+        shapes.pop(fam.name, None)
         _validate(fam)
         live = []
         for s in fam.samples:
@@ -243,6 +298,7 @@ def normalise(
             backfill.append((fam, FamilySample(s.name, labels, _canonical_nan(s.value), s.timestamp_ms)))
         if not live:
             continue
+        whole = len(live) == len(fam.samples)
         fam = MetricFamily(fam.name, fam.type, fam.help, fam.unit, live)
         if fam.type is MetricType.HISTOGRAM or fam.type is MetricType.SUMMARY:
             fam = _complex(fam, grouping)
@@ -261,10 +317,15 @@ def normalise(
                     )
                 seen.add(sig)
                 samples.append(FamilySample(fam.name, labels, _canonical_nan(s.value)))
+            if whole:
+                shapes[fam.name] = _Shape(
+                    [SeriesKey.of(s.name, s.labels) for s in samples], None, [s.labels for s in samples],
+                    (fam.type, [s.name for s in live], [s.labels for s in live]),
+                )
             fam = MetricFamily(fam.name, fam.type, fam.help, fam.unit, samples)
         current.pop(fam.name, None)  # protobuf only: of two messages with one name, the last wins
         current[fam.name] = fam
-    return current, backfill
+    return current, backfill, shapes
 
 
 def _fmt_labels(labels: dict[str, str]) -> str:
@@ -366,11 +427,10 @@ class PushGroup:
     push_time: float = 0.0
     failure_time: float = 0.0
     expires_at: float | None = None
-    # Stored series of each family, computed once per family object (families never change;
-    # a POST shares the untouched ones with the group's previous state).
-    keys_cache: dict[str, tuple[MetricFamily, list[tuple[SeriesKey, float]]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    # The shape (stored series) of each family, computed once per family object (families never
+    # change; a POST shares the untouched ones with the group's previous state, and a family
+    # pushed again with new values only shares the previous one's shape).
+    shapes: dict[str, tuple[MetricFamily, _Shape]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def exposed_labels(self) -> dict[str, str]:
@@ -379,57 +439,113 @@ class PushGroup:
         labels.setdefault("instance", "")
         return labels
 
-    def family_series(self, name: str) -> list[tuple[SeriesKey, float]]:
-        """The stored series of family ``name`` with their current values."""
+    def shape(self, name: str) -> _Shape:
+        """The stored series of family ``name`` (computed once per family object)."""
         fam = self.families[name]
-        hit = self.keys_cache.get(name)
+        hit = self.shapes.get(name)
         if hit is not None and hit[0] is fam:
             return hit[1]
-        keys = [(SeriesKey.of(s.name, s.labels), s.value) for s in exposed_samples(fam, ordered=False)]
-        self.keys_cache[name] = (fam, keys)
-        return keys
+        exposed = list(exposed_samples(fam, ordered=False))
+        shape = _Shape([SeriesKey.of(s.name, s.labels) for s in exposed])
+        if len(exposed) != len(fam.samples) or fam.type is MetricType.HISTOGRAM or fam.type is MetricType.SUMMARY:
+            shape.values = [s.value for s in exposed]
+        self.shapes[name] = (fam, shape)
+        return shape
 
-    def derived_cache(self, families: dict[str, MetricFamily]) -> dict[str, tuple[MetricFamily, list[tuple[SeriesKey, float]]]]:
-        """The part of the series cache still valid for a new state holding ``families``."""
-        return {n: e for n, e in self.keys_cache.items() if families.get(n) is e[0]}
+    def family_keys(self, name: str) -> list[SeriesKey]:
+        """The stored series of family ``name``; the same list object while its series stay the same."""
+        return self.shape(name).keys
+
+    def family_series(self, name: str) -> list[tuple[SeriesKey, float]]:
+        """The stored series of family ``name`` with their current values."""
+        shape = self.shape(name)
+        values = shape.values if shape.values is not None else [s.value for s in self.families[name].samples]
+        return list(zip(shape.keys, values, strict=True))
+
+    def derived_shapes(self, families: dict[str, MetricFamily]) -> dict[str, tuple[MetricFamily, _Shape]]:
+        """The shapes still valid for a new state holding ``families``."""
+        return {n: e for n, e in self.shapes.items() if families.get(n) is e[0]}
 
     def series(self) -> Iterator[tuple[SeriesKey, float]]:
         """Every stored series of the group with its current value, push_time_seconds included."""
-        for name in self.families:
-            yield from self.family_series(name)
-        yield SeriesKey.of(PUSH_TIME, self.labels), self.push_time
-        yield SeriesKey.of(PUSH_FAILURE_TIME, self.labels), self.failure_time
+        keys, values = self.columns()
+        return zip(keys, values, strict=True)
+
+    def time_keys(self) -> list[SeriesKey]:
+        """The series of push_time_seconds and push_failure_time_seconds."""
+        return [SeriesKey.of(PUSH_TIME, self.labels), SeriesKey.of(PUSH_FAILURE_TIME, self.labels)]
+
+    def columns(self) -> tuple[list[SeriesKey], list[float]]:
+        """Every stored series of the group and its current value, push_time_seconds included."""
+        keys: list[SeriesKey] = []
+        values: list[float] = []
+        for name, fam in self.families.items():
+            shape = self.shape(name)
+            keys += shape.keys
+            values += shape.values if shape.values is not None else [s.value for s in fam.samples]
+        keys += self.time_keys()
+        values += (self.push_time, self.failure_time)
+        return keys, values
 
     def record(self) -> PushGroupRecord:
-        payload = {
-            "v": 1,
-            "families": [
-                {
-                    "name": f.name,
-                    "type": f.type.value,
-                    "help": f.help,
-                    "unit": f.unit,
-                    "samples": [[s.name, s.labels, s.value] for s in f.samples],
-                }
-                for f in self.families.values()
-            ],
-            "times": self.family_times,
-        }
-        return PushGroupRecord(
-            self.key, self.labels, json.dumps(payload).encode(), self.push_time, self.failure_time, self.expires_at
-        )
+        """The persisted form: JSON, ``{"v": 2, "families": [...], "times": {...}}``.
+
+        Each family is ``{"name", "type", "help", "unit", "names", "labels", "values"}`` (its samples
+        as columns); everything but the values is encoded once per shape, as pushes repeat it.
+        """
+        body = b",".join([self._family_json(name, fam) for name, fam in self.families.items()])
+        data = b'{"v":2,"families":[' + body + b'],"times":' + orjson.dumps(self.family_times) + b"}"
+        return PushGroupRecord(self.key, self.labels, data, self.push_time, self.failure_time, self.expires_at)
+
+    def _family_json(self, name: str, fam: MetricFamily) -> bytes:
+        shape = self.shape(name)
+        ident = (fam.type, fam.help, fam.unit)
+        head = shape.json_head
+        if head is None or head[0] != ident:
+            text = orjson.dumps({
+                "name": fam.name, "type": fam.type.value, "help": fam.help, "unit": fam.unit,
+                "names": [s.name for s in fam.samples], "labels": [s.labels for s in fam.samples],
+            })
+            head = shape.json_head = (ident, text[:-1] + b',"values":')
+        values = [s.value for s in fam.samples]
+        encoded = orjson.dumps(values)
+        if b"null" in encoded:  # orjson writes NaN and infinities as null: spell them out ("NaN", "+Inf")
+            encoded = orjson.dumps([v if math.isfinite(v) else format_float(v) for v in values])
+        return head[1] + encoded + b"}"
 
     @classmethod
     def from_record(cls, rec: PushGroupRecord) -> PushGroup:
         payload = json.loads(rec.families)
         families = {}
         for f in payload["families"]:
-            samples = [FamilySample(n, lbl, float(v)) for n, lbl, v in f["samples"]]
+            if "samples" in f:  # v1: [[name, labels, value], ...]
+                samples = [FamilySample(n, lbl, float(v)) for n, lbl, v in f["samples"]]
+            else:
+                samples = list(map(FamilySample, f["names"], f["labels"], map(float, f["values"])))
             families[f["name"]] = MetricFamily(f["name"], MetricType(f["type"]), f["help"], f["unit"], samples)
         return cls(
             rec.group_key, dict(rec.labels), families, dict(payload.get("times", {})),
             rec.push_time, rec.failure_time, rec.expires_at,
         )
+
+
+def _gone(old: PushGroup, new: PushGroup | None) -> list[SeriesKey]:
+    """The series of group state ``old`` that its next state ``new`` no longer holds."""
+    maybe: list[SeriesKey] = []
+    for name in old.families:
+        keys = old.family_keys(name)
+        if new is None or name not in new.families or new.family_keys(name) is not keys:
+            maybe += keys
+    if new is None:
+        return maybe + old.time_keys()
+    if not maybe:
+        return []
+    current = set(new.columns()[0])
+    return [k for k in maybe if k not in current]
+
+
+_PUSH_TIME_META = MetricMeta(MetricType.GAUGE, PUSH_TIME_HELP)
+_PUSH_FAILURE_TIME_META = MetricMeta(MetricType.GAUGE, PUSH_FAILURE_TIME_HELP)
 
 
 @dataclass
@@ -514,9 +630,9 @@ class PushSource:
                     owners.pop(key, None)
                     if not owners:
                         del self._types[name]
-                if group is not None and group.families.get(name) is old.families[name]:
+                if group is not None and name in group.families and group.family_keys(name) is old.family_keys(name):
                     continue  # the same series stay with the same owner
-                for sk, _ in old.family_series(name):
+                for sk in old.family_keys(name):
                     if self._series_owner.get(sk) == key:
                         del self._series_owner[sk]
         if group is None or not group.families:
@@ -524,9 +640,10 @@ class PushSource:
         owner = self._series_owner
         for name, fam in group.families.items():
             self._types.setdefault(name, {})[key] = fam.type
-            if old is not None and old.families.get(name) is fam:
+            keys = group.family_keys(name)
+            if old is not None and name in old.families and old.family_keys(name) is keys:
                 continue
-            for sk, _ in group.family_series(name):
+            for sk in keys:
                 owner[sk] = key
         self._indexed[key] = group
 
@@ -556,6 +673,7 @@ class PushSource:
             return self._type_elsewhere(name, key) or self.declared_type(name)
 
         owner_of = self._series_owner.get
+        head = self._indexed.get(key)
         for name, fam in families.items():
             known = self._type_elsewhere(name, key)
             if known is not None and known is not fam.type:
@@ -572,7 +690,10 @@ class PushSource:
             problem = _suffix_collisions(name, fam.type, type_of)
             if problem:
                 raise PushError(_INVALID + problem)
-            for sk, _ in group.family_series(name):
+            keys = group.family_keys(name)
+            if head is not None and name in head.families and head.family_keys(name) is keys:
+                continue  # the series this group's head holds already: its own
+            for sk in keys:
                 owner = owner_of(sk)
                 if owner is not None and owner != key:
                     raise PushError(
@@ -605,7 +726,8 @@ class PushSource:
             if isinstance(families, Exception):
                 raise families
             self._check_reserved(key, families)
-            current, backfill = normalise(families, grouping, accept_timestamps=self.accept_timestamps)
+            previous = {n: e[1] for n, e in old.shapes.items()} if old is not None else {}
+            current, backfill, shapes = _normalise(families, grouping, self.accept_timestamps, previous)
             new_families = dict(current) if replace or old is None else {**old.families, **current}
             times = {} if replace or old is None else dict(old.family_times)
             for name in current:
@@ -614,8 +736,10 @@ class PushSource:
             times.setdefault(PUSH_FAILURE_TIME, now)
             group = PushGroup(
                 key, dict(grouping), new_families, times, now, old.failure_time if old else 0.0,
-                self._expiry(now, ttl_ms), old.derived_cache(new_families) if old else {},
+                self._expiry(now, ttl_ms), old.derived_shapes(new_families) if old else {},
             )
+            for name, shape in shapes.items():
+                group.shapes[name] = (current[name], shape)
             self._check(key, group)
         except (ParseError, PushError) as exc:
             self.stats.count(method, "invalid")
@@ -667,9 +791,8 @@ class PushSource:
                 self._add_change(batch, g, None, now)
                 batch.push_deletes.append(g.key)
             else:
-                for key, value in g.series():
-                    batch.samples.append(Sample(key, ts, value))
-        if not batch.samples:
+                batch.add_at(ts, *g.columns())
+        if not batch.at_keys:
             return
         await self._write(batch, [(g.key, None) for g in expired], None)
         self.stats.expired_groups += len(expired)
@@ -680,17 +803,13 @@ class PushSource:
     def _add_change(batch: WriteBatch, old: PushGroup | None, new: PushGroup | None, now: float) -> None:
         """Samples at ``now`` for ``new``'s series and staleness markers for ``old``'s that went away."""
         ts = int(now * 1000)
-        current: set[SeriesKey] = set()
         if new is not None:
-            for key, value in new.series():
-                current.add(key)
-                batch.samples.append(Sample(key, ts, value))
-            batch.meta[PUSH_TIME] = MetricMeta(MetricType.GAUGE, PUSH_TIME_HELP)
-            batch.meta[PUSH_FAILURE_TIME] = MetricMeta(MetricType.GAUGE, PUSH_FAILURE_TIME_HELP)
+            batch.add_at(ts, *new.columns())
+            batch.meta[PUSH_TIME] = _PUSH_TIME_META
+            batch.meta[PUSH_FAILURE_TIME] = _PUSH_FAILURE_TIME_META
         if old is not None:
-            for key, _ in old.series():
-                if key not in current:
-                    batch.samples.append(Sample(key, ts, STALE_NAN))
+            gone = _gone(old, new)
+            batch.add_at(ts, gone, [STALE_NAN] * len(gone))
 
     async def _write(
         self, batch: WriteBatch, changes: list[tuple[str, PushGroup | None]], method: str | None
@@ -743,7 +862,7 @@ class PushSource:
             times = dict(old.family_times)
             times[PUSH_FAILURE_TIME] = now
             group = PushGroup(key, old.labels, old.families, times, old.push_time, now, old.expires_at,
-                              old.keys_cache)
+                              dict(old.shapes))
         batch = WriteBatch()
         self._add_change(batch, old, group, now)
         batch.push_upserts.append(group.record())

@@ -73,6 +73,19 @@ class WriteBatch:
     push_upserts: list[PushGroupRecord] = field(default_factory=list)
     push_deletes: list[str] = field(default_factory=list)
     backfill: bool = False  # explicit-timestamp history: exempt from the out-of-order window
+    # More samples, all at ``at_ms``, as columns: ``at_keys[i]`` has value ``at_values[i]``. Cheaper
+    # than a Sample each for producers that store many series at one time (push groups).
+    at_ms: int = 0
+    at_keys: list[SeriesKey] = field(default_factory=list)
+    at_values: list[float] = field(default_factory=list)
+
+    def add_at(self, ts_ms: int, keys: list[SeriesKey], values: list[float]) -> None:
+        """Add samples of ``keys`` at ``ts_ms`` (one timestamp per batch for these columns)."""
+        if self.at_keys and ts_ms != self.at_ms:
+            raise ValueError("the columns of one WriteBatch share one timestamp")
+        self.at_ms = ts_ms
+        self.at_keys.extend(keys)
+        self.at_values.extend(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +164,8 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._ids: dict[SeriesKey, int] = {}
         self._last: I64 = np.full(1024, _NONE, np.int64)
-        self._meta: dict[str, MetricMeta] = {}
+        self._meta: dict[str, MetricMeta] = {}  # as committed
+        self._staged_meta: dict[str, MetricMeta] = {}  # written by the transaction in progress
         self._head: list[LogRecord] = []
         self._head_born: list[float] = []  # monotonic time the oldest sample of each record arrived
         self._head_samples = 0
@@ -429,6 +443,7 @@ class Writer:
         undo: list[tuple[I32, I64]] = []  # newest-timestamp entries to restore if the commit fails
         now_ms = int(self._clock() * 1000)
         conn = self._conn
+        self._staged_meta = {}
         conn.execute("BEGIN IMMEDIATE")
         try:
             for batch in batches:
@@ -455,8 +470,7 @@ class Writer:
         if rec is not None:
             self._add_head(rec, time.monotonic())
         self._ids.update(new_ids)
-        for batch in batches:
-            self._meta.update(batch.meta)
+        self._meta.update(self._staged_meta)
         self.stats.series = len(self._ids)
         self.stats.samples += 0 if rec is None else len(rec)
         self.stats.out_of_order += sum(r.out_of_order for r in results)
@@ -473,15 +487,20 @@ class Writer:
     ) -> WriteResult:
         samples = batch.samples
         refused = 0
-        if samples:
+        n_at = len(batch.at_keys)
+        if samples or n_at:
             keys = [s.key for s in samples]
-            get = self._ids.get
-            found = [get(k) for k in keys]
+            values = [s.value for s in samples]
+            ts = np.array([s.ts for s in samples], np.int64)
+            if n_at:
+                keys += batch.at_keys
+                values += batch.at_values
+                ts = np.concatenate([ts, np.full(n_at, batch.at_ms, np.int64)])
+            found = list(map(self._ids.get, keys))
             sids = np.array(
                 self._new_series(conn, keys, found, new_ids, now_ms) if None in found else found, np.int32
             )
-            ts = np.array([s.ts for s in samples], np.int64)
-            bits = np.array([s.value for s in samples], np.float64).view(np.int64)
+            bits = np.array(values, np.float64).view(np.int64)
             undo.append((sids, self._last[sids]))
             np.maximum.at(self._last, sids, ts)
             if not batch.backfill:
@@ -491,11 +510,16 @@ class Writer:
                     sids, ts, bits, refused = self._refuse_old(sids, ts, bits, undo[-1][1])
             parts.append((sids, ts, bits))
         if batch.meta:
-            conn.executemany(
-                "INSERT INTO metric_meta (metric, type, help, unit) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(metric) DO UPDATE SET type=excluded.type, help=excluded.help, unit=excluded.unit",
-                [(n, m.type.value, m.help, m.unit) for n, m in batch.meta.items()],
-            )
+            # Only metadata that changes: pushers send the same TYPE and HELP with every push.
+            staged, known = self._staged_meta, self._meta
+            changed = [(n, m) for n, m in batch.meta.items() if staged.get(n, known.get(n)) != m]
+            if changed:
+                conn.executemany(
+                    "INSERT INTO metric_meta (metric, type, help, unit) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(metric) DO UPDATE SET type=excluded.type, help=excluded.help, unit=excluded.unit",
+                    [(n, m.type.value, m.help, m.unit) for n, m in changed],
+                )
+                staged.update(changed)
         if batch.state:
             conn.executemany(
                 "INSERT INTO source_state (key, value, updated_ms) VALUES (?, ?, ?) "
@@ -515,7 +539,7 @@ class Writer:
             )
         if batch.push_deletes:
             conn.executemany("DELETE FROM push_groups WHERE group_key = ?", [(k,) for k in batch.push_deletes])
-        return WriteResult(len(samples) - refused, refused)
+        return WriteResult(len(samples) + n_at - refused, refused)
 
     def _new_series(
         self,

@@ -7,7 +7,8 @@
     python benchmarks/_loadtools.py load --url URL --push-rate 200 --log FILE --log-rate 5000 --seconds 600 --out X.json
         An open-loop load generator: pushes on a fixed schedule (request i is due at t0 + i / rate; its latency
         is measured from that due time, not from when it could be sent, so a slow server cannot hide its
-        queueing: no coordinated omission), each body different; and a JSONL log appended at a fixed rate
+        queueing: no coordinated omission; the service time from the actual start, and how late the
+        generator itself started requests, are reported too), each body different; and a JSONL log appended at a fixed rate
         (every 100 ms, the lines then due). Writes the latencies' summary and counts to ``--out``.
 """
 
@@ -96,7 +97,9 @@ async def log_writer(path: Path, rate: float, seconds: float, counts: dict[str, 
 
 async def pusher(url: str, rate: float, seconds: float, result: dict[str, object]) -> None:
     total = int(rate * seconds)
-    latencies = np.full(total, np.nan)
+    latencies = np.full(total, np.nan)  # from the due time (what a user waiting on schedule sees)
+    service = np.full(total, np.nan)  # from the moment the request was actually started
+    late = np.full(total, np.nan)  # how late the generator itself started the request
     due_at = np.zeros(total)
     codes: dict[str, int] = {}
     conn = aiohttp.TCPConnector(limit=256)
@@ -107,13 +110,17 @@ async def pusher(url: str, rate: float, seconds: float, result: dict[str, object
             due = t0 + i / rate
             body = "".join(f'bench_push_value{{model="m{j}"}} {i * 0.5 + j}\n' for j in range(10))
             body += f"bench_push_seq {i}\n"
+            started = time.monotonic()
             try:
                 async with session.post(f"{url}/metrics/job/load/instance/g{i % 20}", data=body) as resp:
                     await resp.read()
                     key = str(resp.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 key = type(exc).__name__
-            latencies[i] = time.monotonic() - due
+            done = time.monotonic()
+            latencies[i] = done - due
+            service[i] = done - started
+            late[i] = started - due
             due_at[i] = due - t0
             codes[key] = codes.get(key, 0) + 1
 
@@ -134,6 +141,9 @@ async def pusher(url: str, rate: float, seconds: float, result: dict[str, object
         "p50_ms": float(np.percentile(latencies, 50)) * 1000, "p90_ms": float(np.percentile(latencies, 90)) * 1000,
         "p99_ms": float(np.percentile(latencies, 99)) * 1000, "p999_ms": float(np.percentile(latencies, 99.9)) * 1000,
         "max_ms": float(np.max(latencies)) * 1000, "p99_ms_per_minute": minutes,
+        "service_p50_ms": float(np.percentile(service, 50)) * 1000,
+        "service_p99_ms": float(np.percentile(service, 99)) * 1000,
+        "late_p99_ms": float(np.percentile(late, 99)) * 1000,
     })
 
 

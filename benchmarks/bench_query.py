@@ -8,8 +8,9 @@ Figures (BENCHMARKS.md B6):
 The data is written once as OpenMetrics text, loaded with ``mlwatch import``, ``promtool tsdb
 create-blocks-from openmetrics`` and VictoriaMetrics' ``/api/v1/import/prometheus``, and ends 4 hours
 ago (promtool does not backfill the last 3 hours). mlwatch answers from a real ``mlwatch daemon`` on the
-imported database. Each query is checked to return the same number of points on every system before
-its speed is reported. Usage: ``python benchmarks/bench_query.py [--quick] [--json out.json]``.
+imported database. Each query is checked to return the same number of points on every system, and
+the same series, times and values as Prometheus (within 1e-9 relative), before its speed is reported.
+Usage: ``python benchmarks/bench_query.py [--quick] [--runs N] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,28 @@ def to_prometheus_text(om: Path, out: Path) -> None:
                 continue
             head, ts = line.rsplit(" ", 1)
             dst.write(f"{head} {int(ts) * 1000}\n")
+
+
+def values(base: str, expr: str, start: int, end: int, step: int) -> dict[str, dict[float, float]]:
+    """The result of a range query: series (labels as a string) -> {time: value}."""
+    qs = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step, "nocache": 1})
+    with urllib.request.urlopen(f"{base}/api/v1/query_range?{qs}", timeout=120) as r:
+        body = json.loads(r.read())
+    return {json.dumps(s["metric"], sort_keys=True): {float(t): float(v) for t, v in s["values"]}
+            for s in body["data"]["result"]}
+
+
+def same_values(a: dict[str, dict[float, float]], b: dict[str, dict[float, float]]) -> bool:
+    """The same series, times and values (relative tolerance 1e-9: float sums in another order)."""
+    if a.keys() != b.keys():
+        return False
+    for k, mine in a.items():
+        theirs = b[k]
+        if mine.keys() != theirs.keys():
+            return False
+        if any(abs(v - theirs[t]) > 1e-9 * max(1.0, abs(theirs[t])) for t, v in mine.items()):
+            return False
+    return True
 
 
 def query(base: str, expr: str, start: int, end: int, step: int) -> tuple[float, int]:
@@ -172,6 +195,10 @@ def main() -> int:
                 times[name] = [query(base, expr, start, end, step)[0] * 1000 for _ in range(runs)]
             if len(set(counts.values())) != 1:
                 failed.append(f"{label}: systems disagree on the number of points: {counts}")
+                continue
+            if not same_values(values(systems["mlwatch"], expr, start, end, step),
+                               values(systems["prometheus"], expr, start, end, step)):
+                failed.append(f"{label}: mlwatch's values differ from Prometheus'")
                 continue
             for name, peer_name in (("prometheus", "Prometheus"), ("victoriametrics", "VictoriaMetrics")):
                 if name in times:

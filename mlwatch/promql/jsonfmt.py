@@ -56,7 +56,7 @@ _DEC_LIMIT = 2.0**50  # below this, rint(v * 10**s) recovers m exactly (error < 
 _MAX_SCALE = 22  # 10**s is an exact double up to here
 _POW10_F = 10.0 ** np.arange(_MAX_SCALE + 1)
 _POW10_I = 10 ** np.minimum(np.arange(_MAX_SCALE + 2), 18).astype(np.int64)
-_ZERO = ord("0")
+_ZERO = np.uint8(ord("0"))
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -89,14 +89,23 @@ Piece = tuple[U8, Bools]  # characters (rows x columns) and which of them are pa
 
 
 def _digits(a: I64, width: int) -> U8:
-    """Decimal digits of non-negative ``a`` as characters, right-aligned and zero-padded to ``width``."""
+    """Decimal digits of non-negative ``a`` (< 10**18) as characters, right-aligned, zero-padded to ``width``."""
     out = np.empty((width, len(a)), np.uint8)  # filled a column at a time, contiguously
-    q = a
-    for col in range(width - 1, -1, -1):
-        q, r = np.divmod(q, 10)
-        out[col] = r
-    out += _ZERO
+    if width > 9:  # 32-bit division is faster: the low nine digits and the rest apart
+        hi, lo = np.divmod(a, 10**9)
+        _fill(out[width - 9 :], lo.astype(np.uint32))
+        _fill(out[: width - 9], hi.astype(np.uint32))
+    else:
+        _fill(out, a.astype(np.uint32))
     return out.T
+
+
+def _fill(out: U8, q: npt.NDArray[np.uint32]) -> None:
+    ten = np.uint32(10)
+    for row in range(len(out) - 1, -1, -1):
+        q, r = np.divmod(q, ten)
+        out[row] = r
+    out += _ZERO
 
 
 def _const(text: bytes, mask: Bools) -> Piece:
@@ -113,7 +122,10 @@ def _render(m: I64, s: I64, rows: Bools) -> list[Piece]:
     nd = np.searchsorted(_POW10_I[1:19], ip, side="right") + 1  # digits of the integer part
     wi = int(nd.max())
     pieces = [_const(b"-", neg & rows)] if neg.any() else []
-    pieces.append((_digits(ip, wi), (np.arange(wi)[None, :] >= (wi - nd)[:, None]) & rows[:, None]))
+    if int(nd.min()) == wi:  # every integer part as wide (as timestamps mostly are)
+        pieces.append((_digits(ip, wi), np.broadcast_to(rows[:, None], (len(m), wi))))
+    else:
+        pieces.append((_digits(ip, wi), (np.arange(wi)[None, :] >= (wi - nd)[:, None]) & rows[:, None]))
     if smax:
         fp = a - ip * _POW10_I[s]
         pieces.append(_const(b".", (s > 0) & rows))

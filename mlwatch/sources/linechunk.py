@@ -10,6 +10,8 @@ None, and the operator falls back to its per-line ``feed`` for that chunk.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -22,11 +24,10 @@ __all__ = ["LineChunk", "factorize"]
 
 Codes = tuple[np.ndarray, list[str]]  # per line the index of its value's text in the list of distinct texts
 
-_NUMBER_TYPES = frozenset((float, int))
 _MISSING_TYPES = frozenset((type(None), type(MISSING)))
 
 
-def factorize(texts: list[str]) -> Codes:
+def factorize(texts: Sequence[str]) -> Codes:
     """Codes of a column of texts: ``uniques[codes[i]] == texts[i]`` (uniques in order of appearance)."""
     uniques = list(dict.fromkeys(texts))  # at C speed
     if len(uniques) == 1:
@@ -52,12 +53,12 @@ class LineChunk:
     def ts_max(self) -> int:
         return self.ts if isinstance(self.ts, int) else int(self.ts.max())
 
-    def column(self, path: FieldPath) -> list[Any]:
+    def column(self, path: FieldPath) -> Sequence[Any]:
         """The values of ``path`` per line (:data:`MISSING` where absent)."""
-        key = ("col", path.text)
+        simple = _simple(path)
+        key = ("col", simple) if simple is not None else ("path", path.text)
         col = self._cache.get(key)
         if col is None:
-            simple = path.parts[0] if len(path.parts) == 1 and isinstance(path.parts[0], str) else None
             if simple is not None:
                 try:  # every line has the field (the usual case): at C speed
                     col = list(map(itemgetter(simple), self.docs))
@@ -108,10 +109,17 @@ class LineChunk:
         return out
 
     def numbers(self, path: FieldPath) -> np.ndarray | None:
-        """The column as float64 when every value is a JSON number (not a bool, string or null); else None."""
+        """The column as float64 when every value is a JSON number or a bool (1/0, as
+        :func:`~mlwatch.sources.fieldpath.to_number` reads it); None when one is a string, null, missing..."""
         key = ("num", path.text)
         if key not in self._cache:
-            types = self.types(path)
-            ok = bool(types) and types <= _NUMBER_TYPES
-            self._cache[key] = np.asarray(self.column(path), dtype=np.float64) if ok else None
+            try:  # array('d') takes exactly floats, ints and bools, converted as float() does
+                out: np.ndarray | None = np.frombuffer(array("d", self.column(path)), dtype=np.float64)
+            except (TypeError, OverflowError):
+                out = None
+            self._cache[key] = out
         return self._cache[key]  # type: ignore[no-any-return]
+
+
+def _simple(path: FieldPath) -> str | None:
+    return path.parts[0] if len(path.parts) == 1 and isinstance(path.parts[0], str) else None

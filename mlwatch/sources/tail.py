@@ -13,7 +13,13 @@ Files are known by identity (device, inode) and a fingerprint (their first bytes
   forgotten; a file that appears later (new identity) is read from its beginning;
 - **inode reuse**: a known identity whose first bytes changed is a new file;
 - **partial lines**: a line is returned only once its newline has arrived; a line longer than
-  ``max_line_bytes`` is skipped (reason ``line_too_long``) without being held in memory.
+  ``max_line_bytes`` is skipped (reason ``line_too_long``) without being held in memory;
+- **faults** that stop a file from being read are reported in :attr:`ReadResult.problems` as
+  ``(reason, message)`` (the source is then down, CONTRACT §6): a file that cannot be opened
+  (``permission_denied``, ``io_error``), a read that fails (``io_error``), and, for a literal path (no
+  glob characters) or the path of a file being tailed, nothing there (``not_found``) or something that
+  is not a regular file (``not_a_file``). Other files go on being read; a fault that clears is
+  recovered from at the next read (a file that appears is read from its beginning).
 
 :meth:`Tailer.read` never changes the committed offsets: it returns the lines and the proposed
 :class:`TailState`; the caller makes it current with :meth:`Tailer.commit` once the samples derived
@@ -23,9 +29,11 @@ from those lines are committed, or drops it, and the same lines are read again.
 from __future__ import annotations
 
 import collections
+import errno
 import glob
 import itertools
 import os
+import stat
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,6 +102,7 @@ class ReadResult:
     more: bool  # stopped at the byte budget with more to read
     lost_bytes: int = 0  # unread bytes of files truncated without a copy (copytruncate's own loss)
     lost_lines: int = 0  # the lines among them that could be counted (see FileState.unread)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (reason, message): what could not be read
 
 
 def _fp_key(fp: bytes) -> str:
@@ -129,13 +138,17 @@ class Tailer:
         self._fds.clear()
 
     # ---------------------------------------------------------------- files
-    def _open(self, path: str, ident: Ident) -> int | None:
+    def _open(self, path: str, ident: Ident, problems: list[tuple[str, str]] | None = None) -> int | None:
         fd = self._fds.get(ident)
         if fd is not None:
             return fd
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+        except FileNotFoundError:
+            return None  # gone between the glob and the open: seen at the next read
+        except OSError as exc:
+            if problems is not None:
+                problems.append(_problem(exc, f"cannot open {path}"))
             return None
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != ident:  # replaced between stat and open
@@ -151,15 +164,28 @@ class Tailer:
         except OSError:
             return b""
 
-    def _matched(self) -> dict[Ident, str]:
+    def _matched(self, problems: list[tuple[str, str]]) -> dict[Ident, str]:
+        """The regular files the pattern matches, by identity. A literal path, or a tracked file's path,
+        that holds nothing or something other than a regular file is a problem; for a glob, a
+        non-matching or non-file entry is not (it may be a directory of other logs)."""
+        literal = glob.escape(self.pattern) == self.pattern
+        watched = {f.path for f in self.state.files.values() if not f.gone}
         out: dict[Ident, str] = {}
-        for path in sorted(glob.glob(self.pattern)):
+        for path in [self.pattern] if literal else sorted(glob.glob(self.pattern)):
             try:
                 st = os.stat(path)
-            except OSError:
+            except FileNotFoundError:
+                if literal:
+                    problems.append(("not_found", f"{path}: no such file"))
                 continue
-            if os.path.isfile(path):
+            except OSError as exc:
+                problems.append(_problem(exc, f"cannot stat {path}"))
+                continue
+            if stat.S_ISREG(st.st_mode):
                 out.setdefault((st.st_dev, st.st_ino), path)
+            elif literal or path in watched:
+                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                problems.append(("not_a_file", f"{path} is {kind}; a log source reads regular files"))
         return out
 
     def _find_sibling(self, f: FileState) -> str | None:
@@ -216,7 +242,8 @@ class Tailer:
         """New complete lines of every file, rotated-away files first, up to the byte budget."""
         bad: collections.Counter[str] = collections.Counter()
         rejected: list[str] = []
-        matched = self._matched()
+        problems: list[tuple[str, str]] = []
+        matched = self._matched(problems)
         files: dict[Ident, FileState] = {}
         first = not self.state.started
         restarted: list[FileState] = []
@@ -231,8 +258,9 @@ class Tailer:
                     path = found
                 files[ident] = replace(f, gone=True, path=path or f.path)
                 continue
-            fd = self._open(path, ident)
+            fd = self._open(path, ident, problems)
             if fd is None:
+                files[ident] = f  # cannot be opened now (reported): its offset is kept for when it can
                 continue
             head = self._head(fd)
             n = min(len(head), len(f.fp))
@@ -250,7 +278,7 @@ class Tailer:
         for ident, path in matched.items():
             if ident in files:
                 continue
-            fd = self._open(path, ident)
+            fd = self._open(path, ident, problems)
             if fd is None:
                 continue
             head = self._head(fd)
@@ -291,7 +319,13 @@ class Tailer:
             if budget <= 0:
                 more = True
                 break
-            new, used, exhausted = self._read_file(fd, f, budget, lines, bad, rejected)
+            got: list[tuple[bytes, str]] = []
+            try:
+                new, used, exhausted = self._read_file(fd, f, budget, got, bad, rejected)
+            except OSError as exc:  # EIO and the like: none of its lines now, the same offset next time
+                problems.append(_problem(exc, f"cannot read {f.path}"))
+                continue
+            lines += got
             budget -= used
             if new.gone and exhausted:
                 del files[f.ident]
@@ -299,7 +333,7 @@ class Tailer:
                 files[f.ident] = new
             if not exhausted:
                 more = True
-        return ReadResult(lines, TailState(files, True), bad, rejected, more, lost_bytes, lost_lines)
+        return ReadResult(lines, TailState(files, True), bad, rejected, more, lost_bytes, lost_lines, problems)
 
     def _read_file(self, fd: int, f: FileState, budget: int, lines: list[tuple[bytes, str]],
                    bad: collections.Counter[str], rejected: list[str]) -> tuple[FileState, int, bool]:  # fmt: skip
@@ -354,6 +388,12 @@ class Tailer:
             used,
             exhausted,
         )
+
+
+def _problem(exc: OSError, what: str) -> tuple[str, str]:
+    """``(reason, message)`` for an OSError while opening or reading a log file."""
+    reason = "permission_denied" if exc.errno in (errno.EACCES, errno.EPERM) else "io_error"
+    return reason, f"{what}: {exc.strerror or exc}"
 
 
 def _no_newline_after(fd: int, offset: int, size: int, limit: int) -> bool:

@@ -330,3 +330,46 @@ def test_faulty_sources_are_down_with_a_reason_others_go_on_and_all_recover(
     assert v.errors(m, "ok") == {} and v.errors(m, "log_other") == {}
     assert all(e == "" for e in v.last_errors().values())
     assert d.proc.poll() is None
+
+
+RESTART_UNREADABLE = """
+import json, os, sys
+from mlwatch.sources.tail import Tailer, TailState
+
+path = sys.argv[1]
+t = Tailer(path)
+r = t.read()
+t.commit(r.state)
+saved = json.dumps(t.state.to_json())
+t.close()
+os.chmod(path, 0)  # unreadable across a restart of the daemon
+t = Tailer(path)
+t.restore(TailState.from_json(json.loads(saved)))
+down = t.read()
+t.commit(down.state)
+os.chmod(path, 0o644)
+with open(path, "a") as f:
+    f.write("c\\n")
+up = t.read()
+print(json.dumps({"first": [l.decode() for l, _ in r.lines], "down": [l.decode() for l, _ in down.lines],
+                  "problems": down.problems, "kept": [f["offset"] for f in down.state.to_json()["files"]],
+                  "after": [l.decode() for l, _ in up.lines], "after_problems": up.problems}))
+"""
+
+
+def test_a_file_unreadable_across_a_restart_keeps_its_offset(tmp_path: Path) -> None:
+    """Unreadable when the daemon restarts: the source is down, the committed offset is kept, and once the
+    file is readable again only the new lines are read (none counted twice)."""
+    import json
+
+    log = tmp_path / "a.log"
+    log.write_text("a\nb\n")
+    out = subprocess.run(
+        [*_no_dac_override(), sys.executable, "-c", RESTART_UNREADABLE, str(log)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    got = json.loads(out.stdout)
+    assert got["first"] == ["a", "b"]
+    assert got["down"] == [] and got["problems"] == [["permission_denied", f"cannot open {log}: Permission denied"]]
+    assert got["kept"] == [4]
+    assert got["after"] == ["c"] and got["after_problems"] == []

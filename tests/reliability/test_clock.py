@@ -122,7 +122,8 @@ sources:
             f.writelines(orjson.dumps({"ts": round(t0 + at, 3), "model": "a", "v": v}) + b"\n" for at, v in docs)
         read[0] += len(docs)
         lines_total = f'mlwatch_log_lines_total{{instance="{log}",job="events"}}'
-        return _until(lambda: (m := _metrics(d)).get(lines_total, 0) >= read[0] and m, f"{read[0]} lines read")
+        got: dict[str, float] = _until(lambda: (m := _metrics(d)).get(lines_total, 0) >= read[0] and m, "lines read")
+        return got
 
     def errors(m: dict[str, float], reason: str) -> float:
         return m.get(f'mlwatch_source_errors_total{{job="events",reason="{reason}"}}', 0.0)

@@ -94,7 +94,7 @@ class Mailbox:
         if self.failing:
             self.refused += 1
             return "451 4.3.0 mailbox temporarily unavailable"
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
 
 

@@ -43,6 +43,10 @@ SUMMARY = (
     ("notifications", "notifications in the outbox"),
     ("deliveries", "webhook deliveries"),
     ("notification_dupes", "duplicate deliveries"),
+    ("compactions", "compactions completed"),
+    ("compaction_failures", "compaction steps failed"),
+    ("chunks", "compressed chunks at the end"),
+    ("history_samples", "history samples written offline"),
 )
 
 
@@ -54,6 +58,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--run-max", type=float, default=6.0, help="longest run before a kill, seconds")
     p.add_argument("--startup-kill-chance", type=float, default=0.15, help="chance to kill again while restarting")
     p.add_argument("--pushers", type=int, default=3, help="push threads")
+    p.add_argument(
+        "--bulk", type=int, default=200, help="extra series per push (samples enough for compactions to run)"
+    )
+    p.add_argument(
+        "--history",
+        type=int,
+        default=300_000,
+        help="samples written offline before each restart, so compactions run while kills land",
+    )
     p.add_argument("--workdir", type=Path, help="keep the database, log and daemon logs here (default: temporary)")
     p.add_argument("--json", type=Path, help="write the findings as JSON to this file")
     return p.parse_args()
@@ -82,7 +95,9 @@ def soak(args: argparse.Namespace, workdir: Path, console: Console) -> tuple[Fin
         TimeRemainingColumn(),
     )
     with (
-        MixedLoad(workdir, seed=args.seed, pushers=args.pushers, say=console.log) as load,
+        MixedLoad(
+            workdir, seed=args.seed, pushers=args.pushers, bulk=args.bulk, history=args.history, say=console.log
+        ) as load,
         Progress(*columns, console=console) as progress,
     ):
         task = progress.add_task("soak", total=args.iterations, status="starting")

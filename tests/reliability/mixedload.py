@@ -65,10 +65,11 @@ import numpy as np
 import orjson
 import requests
 
-from mlwatch.model import Matcher
+from mlwatch.model import Matcher, Sample, SeriesKey
 from mlwatch.storage import alertstore
 from mlwatch.storage.database import make_engine
 from mlwatch.storage.reader import Reader
+from mlwatch.storage.writer import WriteBatch, Writer
 from tests.helpers import DaemonProcess, free_port, start_daemon, wait_http
 
 LOG_SOURCE = "mixlog"
@@ -77,6 +78,8 @@ STEADY_ALERTS = ("MixSteady", "MixPushed")
 FLAP_ALERT = "MixFlap"
 NEW_SERIES_EVERY = 4  # every fourth push also creates a new series
 MAX_PROBLEMS = 60  # messages kept in Findings.problems
+HISTORY_SERIES = 50
+HISTORY_BATCH = 10_000  # samples per series and batch
 
 
 # ---------------------------------------------------------------------------------------------- findings
@@ -97,6 +100,10 @@ class Findings:
     notifications: int = 0
     deliveries: int = 0
     notification_dupes: int = 0
+    compactions: int = 0  # completed compaction cycles, as the daemon reported them just before each kill
+    compaction_failures: int = 0
+    chunks: int = 0  # compressed chunks in the database at the last offline check
+    history_samples: int = 0
     # losses and corruptions: any non-zero value is a failure
     missing_pushes: int = 0
     duplicate_pushes: int = 0
@@ -111,12 +118,13 @@ class Findings:
     dupes_without_crash: int = 0
     final_state_wrong: int = 0
     restart_failures: int = 0
+    history_mismatches: int = 0
     problems: list[str] = field(default_factory=list)
 
     LOSSES = (
         "missing_pushes", "duplicate_pushes", "misplaced_pushes", "duplicate_timestamps", "log_mismatches",
         "log_offset_regressions", "integrity_failures", "alert_resets", "notifications_undelivered",
-        "unknown_deliveries", "dupes_without_crash", "final_state_wrong", "restart_failures",
+        "unknown_deliveries", "dupes_without_crash", "final_state_wrong", "restart_failures", "history_mismatches",
     )  # fmt: skip
 
     def problem(self, counter: str, message: str, n: int = 1) -> None:
@@ -273,9 +281,10 @@ class Pusher(threading.Thread):
     """Pushes unique values to its own group, PUT or POST at random; records 2xx replies as acks and every
     other outcome as a failed push (its value is never reused)."""
 
-    def __init__(self, index: int, base_url: str, rng: random.Random) -> None:
+    def __init__(self, index: int, base_url: str, rng: random.Random, bulk: int = 0) -> None:
         super().__init__(name=f"mix-pusher-{index}", daemon=True)
         self.index = index
+        self.bulk = bulk
         self.url = f"{base_url}/metrics/job/{PUSH_JOB}/pusher/{index}"
         self.rng = rng
         self.acks: list[Ack] = []
@@ -287,6 +296,10 @@ class Pusher(threading.Thread):
         text = f"# TYPE mix_push_value gauge\nmix_push_value {value}\n"
         if value % NEW_SERIES_EVERY == 0:
             text += f'# TYPE mix_push_series gauge\nmix_push_series{{seq="{value}"}} {value}\n'
+        if self.bulk:
+            text += "# TYPE mix_push_bulk gauge\n" + "".join(
+                f'mix_push_bulk{{i="{i}"}} {value}\n' for i in range(self.bulk)
+            )
         return text.encode()
 
     def run(self) -> None:
@@ -397,6 +410,8 @@ class MixedLoad:
         *,
         seed: int = 0,
         pushers: int = 3,
+        bulk: int = 0,
+        history: int = 0,
         flap_period_s: float = 2.5,
         ready_timeout: float = 120.0,
         say: Callable[[str], None] | None = None,
@@ -405,6 +420,12 @@ class MixedLoad:
         self.rng = random.Random(seed)  # kill moments and load
         self.sample_rng = random.Random(seed + 1)  # which older acks a check samples
         self.n_pushers = pushers
+        self.bulk = bulk  # extra series per push: more samples to store and compact
+        # Samples written offline before each restart (as by an import while the daemon is down): the
+        # restarted daemon's head grows past its compaction threshold, so compactions run while kills land.
+        self.history = history
+        self.history_n = 0  # samples per history series written and acknowledged so far
+        self.history_t0 = int(time.time() * 1000) - 3_000_000
         self.flap_period_s = flap_period_s
         self.ready_timeout = ready_timeout
         self.say = say or (lambda _msg: None)
@@ -446,7 +467,7 @@ class MixedLoad:
         self._wait_ready()
         self.log_writer = LogWriter(self.log_path, random.Random(self.rng.random()))
         self.log_writer.start()
-        self.pushers = [Pusher(i, self.url, random.Random(self.rng.random())) for i in range(self.n_pushers)]
+        self.pushers = [Pusher(i, self.url, random.Random(self.rng.random()), self.bulk) for i in range(self.n_pushers)]
         for p in self.pushers:
             p.start()
         self.steady = self._wait_steady_firing()
@@ -479,6 +500,19 @@ class MixedLoad:
         except (TimeoutError, RuntimeError) as exc:
             raise RuntimeError(f"the daemon did not become ready: {exc}\n{self.daemon.stderr()[-4000:]}") from None
 
+    def _own_metrics(self) -> None:
+        """Compactions the running daemon completed (its own metrics), added up over its lifetimes."""
+        try:
+            text = requests.get(f"{self.url}/metrics", timeout=5).text
+        except requests.RequestException:
+            return
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "mlwatch_storage_compactions_total":
+                self.findings.compactions += int(float(value))
+            elif name == "mlwatch_storage_compaction_failures_total":
+                self.findings.compaction_failures += int(float(value))
+
     def _kill(self) -> None:
         assert self.daemon is not None
         self.kill_times.append(time.time())
@@ -492,6 +526,7 @@ class MixedLoad:
         """Let the load run for a random time in ``run_s``, kill -9, check offline, restart, check online.
         With ``startup_kill_chance`` the restarted daemon is killed again while it starts (and restarted)."""
         time.sleep(self.rng.uniform(*run_s))
+        self._own_metrics()
         self._kill()
         self.check_offline()
         if self.rng.random() < startup_kill_chance:
@@ -501,6 +536,7 @@ class MixedLoad:
                 self._kill()
                 self.findings.startup_kills += 1
                 self.check_offline()
+        self._append_history()
         restarted = time.time()
         self._spawn()
         try:
@@ -523,11 +559,12 @@ class MixedLoad:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._caught_up(written):
             time.sleep(0.25)
+        self._own_metrics()
         code = self.daemon.stop(signal.SIGTERM, timeout=60)
         if code != 0:
             self.findings.problem("restart_failures", f"the daemon exited with {code} on SIGTERM")
         self.check_offline(final=True)
-        self._check_history()
+        self._check_alert_history()
         return self.findings
 
     def _caught_up(self, written: int) -> bool:
@@ -555,6 +592,12 @@ class MixedLoad:
         with _reader(self.db_path) as reader:
             self._check_pushes(reader, final)
             self._check_log(reader, final)
+            self._check_history_samples(reader, final)
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            self.findings.chunks = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+        finally:
+            conn.close()
         if final:
             self._check_outbox()
 
@@ -566,6 +609,7 @@ class MixedLoad:
             acks, failed = p.snapshot()
             all_acks += acks
             stored = self._stored_pushes(reader, p.index)
+            self._check_bulk(reader, p.index, acks, {v: times[0] for v, times in stored.items()})
             for ack in acks:
                 times = stored.pop(ack.value, [])
                 if not times:
@@ -614,6 +658,28 @@ class MixedLoad:
             if np.isfinite(v) and p is not None and np.isfinite(p) and int(p * 1000) == t:
                 out.setdefault(int(v), []).append(t)
         return out
+
+    def _check_bulk(self, reader: Reader, index: int, acks: list[Ack], push_ts: dict[int, int]) -> None:
+        """With ``bulk``: every ``mix_push_bulk`` series of pusher ``index`` holds the value of the last
+        ten and ten random older acked pushes at their push times."""
+        if not self.bulk or not acks:
+            return
+        chosen = acks[-10:] + self.sample_rng.sample(acks[:-10], min(10, max(0, len(acks) - 10)))
+        sel = [Matcher.make("__name__", "=", "mix_push_bulk"), Matcher.make("pusher", "=", str(index))]
+        infos = reader.series(sel)
+        if len(infos) != self.bulk:
+            self.findings.problem("missing_pushes", f"pusher {index}: {len(infos)} bulk series, not {self.bulk}")
+        data = reader.read_many([i.id for i in infos], 0, 2**62)
+        for ack in chosen:
+            t = push_ts.get(ack.value)
+            if t is None:
+                continue  # reported as missing already
+            for info in infos:
+                ts, vals = data[info.id]
+                k = int(np.searchsorted(ts, t))
+                if k >= len(ts) or ts[k] != t or vals[k] != ack.value:
+                    self.findings.problem("missing_pushes", f"{info.key}: no {ack.value} at {t}")
+                    break
 
     def _check_new_series(self, reader: Reader, acks: list[Ack], final: bool) -> None:
         """Acked pushes that created ``mix_push_series{seq=v}``: the series exists with v at the push time.
@@ -709,7 +775,7 @@ class MixedLoad:
             if last.get(name) != status:
                 f.problem("final_state_wrong", f"the last notification of {name} says {last.get(name)}, not {status}")
 
-    def _check_history(self) -> None:
+    def _check_alert_history(self) -> None:
         """No alert goes back to pending or fires twice without resolving; steady ones fired exactly once."""
         conn = alertstore.open_direct(self.db_path, readonly=True)
         try:
@@ -728,6 +794,43 @@ class MixedLoad:
                     break
             if names[fp] in STEADY_ALERTS and seq != ["pending", "firing"]:
                 self.findings.problem("alert_resets", f"{names[fp]} history {seq[:12]}, expected pending, firing")
+
+    def _append_history(self) -> None:
+        """With ``history``: append that many samples (over HISTORY_SERIES series, 1 ms apart, value =
+        index) with mlwatch's Writer while the daemon is down."""
+        per_series = self.history // HISTORY_SERIES
+        if per_series <= 0:
+            return
+        engine = make_engine(f"sqlite:///{self.db_path}")
+        writer = Writer(engine)
+        writer.start()
+        try:
+            keys = [SeriesKey.of("mix_history", {"i": str(i)}) for i in range(HISTORY_SERIES)]
+            end = self.history_n + per_series
+            for lo in range(self.history_n, end, HISTORY_BATCH):
+                hi = min(lo + HISTORY_BATCH, end)
+                t0 = self.history_t0
+                batch = WriteBatch([Sample(k, t0 + j, float(j)) for k in keys for j in range(lo, hi)])
+                writer.write_sync(batch, timeout=300)
+                self.history_n = hi
+                self.findings.history_samples = hi * HISTORY_SERIES
+        finally:
+            writer.stop()
+            engine.dispose()
+
+    def _check_history_samples(self, reader: Reader, final: bool) -> None:
+        """Every history sample is stored exactly once: all series at the end, three random ones else."""
+        if not self.history_n:
+            return
+        infos = reader.series([Matcher.make("__name__", "=", "mix_history")])
+        if len(infos) != HISTORY_SERIES:
+            self.findings.problem("history_mismatches", f"{len(infos)} history series, not {HISTORY_SERIES}")
+        chosen = infos if final else self.sample_rng.sample(infos, min(3, len(infos)))
+        want = np.arange(self.history_n)
+        for info in chosen:
+            ts, vals = reader.read_range(info.id, 0, 2**62)
+            if len(ts) != len(want) or not (np.array_equal(ts - self.history_t0, want) and np.array_equal(vals, want)):
+                self.findings.problem("history_mismatches", f"{info.key}: {len(ts)} samples, {self.history_n} written")
 
     def check_online(self, restarted: float, timeout: float = 60.0) -> None:
         """After a restart: the steady alerts still fire since their first activeAt; acked pushes answer
@@ -820,11 +923,13 @@ def run(
     run_s: tuple[float, float] = (0.5, 4.0),
     startup_kill_chance: float = 0.1,
     pushers: int = 3,
+    bulk: int = 0,
+    history: int = 0,
     on_cycle: Callable[[int, Findings], None] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> Findings:
     """Start, kill and restart ``kills`` times, finish; the findings."""
-    with MixedLoad(workdir, seed=seed, pushers=pushers, say=say) as load:
+    with MixedLoad(workdir, seed=seed, pushers=pushers, bulk=bulk, history=history, say=say) as load:
         load.start()
         for i in range(kills):
             load.kill_and_restart(run_s, startup_kill_chance)

@@ -85,7 +85,7 @@ def _decimals(v: npt.NDArray[np.float64]) -> tuple[I64, I64, Bools]:
     return m, s, ok
 
 
-Piece = tuple[U8, Bools]  # characters (rows x columns) and which of them are part of the text
+Piece = tuple[U8, Bools | None]  # characters (rows x columns) and which are part of the text (None: all)
 
 
 def _digits(a: I64, width: int) -> U8:
@@ -108,32 +108,37 @@ def _fill(out: U8, q: npt.NDArray[np.uint32]) -> None:
     out += _ZERO
 
 
-def _const(text: bytes, mask: Bools) -> Piece:
+def _const(text: bytes, n: int, rows: Bools | None = None) -> Piece:
     row = np.frombuffer(text, np.uint8)
-    return np.broadcast_to(row, (len(mask), len(row))), np.broadcast_to(mask[:, None], (len(mask), len(row)))
+    return np.broadcast_to(row, (n, len(row))), None if rows is None else np.repeat(rows[:, None], len(row), 1)
 
 
-def _render(m: I64, s: I64, rows: Bools) -> list[Piece]:
-    """``m / 10**s`` in plain decimal (``-12.05``, ``0.001``, ``7``) for the ``rows`` that are set."""
+def _and(mask: Bools, rows: Bools | None) -> Bools:
+    return mask if rows is None else mask & rows[:, None]
+
+
+def _render(m: I64, s: I64, rows: Bools | None = None) -> list[Piece]:
+    """``m / 10**s`` in plain decimal (``-12.05``, ``0.001``, ``7``) for the ``rows`` that are set (all: None)."""
     neg = m < 0
     a = np.abs(m)
     smax = int(s.max())
     ip = a // _POW10_I[s] if smax else a
     nd = np.searchsorted(_POW10_I[1:19], ip, side="right") + 1  # digits of the integer part
     wi = int(nd.max())
-    pieces = [_const(b"-", neg & rows)] if neg.any() else []
+    n = len(m)
+    pieces = [_const(b"-", n, neg if rows is None else neg & rows)] if neg.any() else []
     if int(nd.min()) == wi:  # every integer part as wide (as timestamps mostly are)
-        pieces.append((_digits(ip, wi), np.broadcast_to(rows[:, None], (len(m), wi))))
+        pieces.append((_digits(ip, wi), None if rows is None else np.repeat(rows[:, None], wi, 1)))
     else:
-        pieces.append((_digits(ip, wi), (np.arange(wi)[None, :] >= (wi - nd)[:, None]) & rows[:, None]))
+        pieces.append((_digits(ip, wi), _and(np.arange(wi)[None, :] >= (wi - nd)[:, None], rows)))
     if smax:
         fp = a - ip * _POW10_I[s]
-        pieces.append(_const(b".", (s > 0) & rows))
-        pieces.append((_digits(fp, smax), (np.arange(smax)[None, :] >= (smax - s)[:, None]) & rows[:, None]))
+        pieces.append(_const(b".", n, s > 0 if rows is None else (s > 0) & rows))
+        pieces.append((_digits(fp, smax), _and(np.arange(smax)[None, :] >= (smax - s)[:, None], rows)))
     return pieces
 
 
-def _gather(buf: U8, starts: I64, ends: I64) -> Piece:
+def _gather(buf: U8, starts: I64, ends: I64) -> tuple[U8, Bools]:
     """Rows of characters ``buf[starts[i]:ends[i]]``, left-aligned."""
     lengths = ends - starts
     width = int(lengths.max()) if len(lengths) else 0
@@ -181,19 +186,17 @@ def _fallback_piece(vals: npt.NDArray[np.float64], bad: npt.NDArray[np.intp]) ->
 
 def _value_pieces(vals: npt.NDArray[np.float64]) -> list[Piece]:
     m, s, ok = _decimals(vals)
-    pieces = _render(m, s, ok)
-    if not ok.all():
-        pieces.append(_fallback_piece(vals, np.flatnonzero(~ok)))
-    return pieces
+    if ok.all():
+        return _render(m, s)
+    return [*_render(m, s, ok), _fallback_piece(vals, np.flatnonzero(~ok))]
 
 
 def _ts_pieces(ts: I64) -> list[Piece]:
     """Seconds, with three decimals when not whole (as format_ts)."""
-    every = np.ones(len(ts), bool)
     frac = ts % 1000 != 0
     if not frac.any():
-        return _render(ts // 1000, np.zeros(len(ts), np.int64), every)
-    return _render(np.where(frac, ts, ts // 1000), np.where(frac, 3, 0), every)
+        return _render(ts // 1000, np.zeros(len(ts), np.int64))
+    return _render(np.where(frac, ts, ts // 1000), np.where(frac, 3, 0))
 
 
 SMALL = 256  # below this many points, formatting point by point costs less than the vectorised set-up
@@ -218,11 +221,15 @@ def _points_many(series: list[tuple[Any, Any]]) -> list[str]:
     n = len(ts)
     if n < SMALL or np.abs(ts).max() >= 10**18:
         return [_points_small(t, v) for t, v in series]
-    every = np.ones(n, bool)
-    parts = [_const(b"[", every), *_ts_pieces(ts), _const(b',"', every), *_value_pieces(vals), _const(b'"],', every)]
+    parts = [_const(b"[", n), *_ts_pieces(ts), _const(b',"', n), *_value_pieces(vals), _const(b'"],', n)]
     grid = np.concatenate([g for g, _ in parts], axis=1)
-    mask = np.concatenate([k for _, k in parts], axis=1)
-    text = grid[mask].tobytes().decode("ascii")
+    mask = np.ones(grid.shape, bool)
+    col = 0
+    for g, k in parts:
+        if k is not None:
+            mask[:, col : col + g.shape[1]] = k
+        col += g.shape[1]
+    text = grid.ravel()[mask.ravel()].tobytes().decode("ascii")
     if len(series) == 1:
         return [text[:-1]]
     row_ends = np.cumsum(mask.sum(axis=1))

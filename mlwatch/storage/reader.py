@@ -358,8 +358,15 @@ def _part_ranges(part: SortedSamples, ids: I64, start_ms: int, end_ms: int) -> l
     cut = (part.ts[a] < start_ms) | (part.ts[b - 1] > end_ms)
     if cut.any():
         a, b = a.copy(), b.copy()
-        a[cut] = _segment_search(part.ts, a[cut], b[cut], start_ms, right=False)
-        b[cut] = _segment_search(part.ts, a[cut], b[cut], end_ms, right=True)
+        few = np.flatnonzero(cut)
+        if len(few) <= 16:  # a searchsorted each costs less than the lock-step search's set-up
+            for i in few.tolist():
+                x, y = int(a[i]), int(b[i])
+                a[i] = x + int(np.searchsorted(part.ts[x:y], start_ms))
+                b[i] = x + int(np.searchsorted(part.ts[x:y], end_ms, side="right"))
+        else:
+            a[cut] = _segment_search(part.ts, a[cut], b[cut], start_ms, right=False)
+            b[cut] = _segment_search(part.ts, a[cut], b[cut], end_ms, right=True)
     ts, bits = part.ts, part.bits
     return [
         (sid, ts[x:y], bits[x:y])

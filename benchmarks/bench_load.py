@@ -235,8 +235,9 @@ def print_minutes(trace: list[dict[str, float]], pushes: dict[str, Any]) -> None
     print(f"{'minute':>6} {'RSS MB':>7} {'CPU %':>6} {'lag median':>10} {'lag max':>8} {'queue max':>9} "
           f"{'head max':>9} {'scrape max s':>12} {'push p99 ms':>11}")
     p99s = pushes["p99_ms_per_minute"]
-    for m in range(int(np.ceil(trace[-1]["t"] / 60))):
-        sel = [s for s in trace if m * 60 < s["t"] <= (m + 1) * 60]
+    minutes = max(1, round(trace[-1]["t"] / 60))
+    for m in range(minutes):
+        sel = [s for s in trace if min(int(s["t"] // 60), minutes - 1) == m]
         if not sel:
             continue
         p99 = f"{p99s[m]:.1f}" if m < len(p99s) else "-"

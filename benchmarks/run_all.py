@@ -193,7 +193,9 @@ def markdown(doc: dict[str, Any]) -> str:
             fig = str(r["figure"]).replace("|", "\\|")
             lines.append(f"| {b['id']} | {fig} | {fmt(r['ours'])} {r.get('unit') or ''} | {r.get('peer_name') or ''} | "
                          f"{fmt(r['peer'])} | {ratio} | {target} | {r['runs']} | {fmt(r['lo'])}–{fmt(r['hi'])} |")
-    return head + "\n".join(lines) + "\n"
+    notes = [f"- {r['figure']}{' vs ' + str(r['peer_name']) if r.get('peer_name') else ''}: {r['note']}"
+             for b in doc["benchmarks"] for r in b["rows"] if r.get("note")]
+    return head + "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table(outcomes, title))
     console.print("ratio: mlwatch / peer (per-run ratios' median where the script pairs runs); "
                   "↑ higher is better, ↓ lower is better; min–max over the runs")
+    for o in outcomes:
+        for r in o.rows:
+            if r.get("note"):
+                peer = f" vs {r['peer_name']}" if r.get("peer_name") else ""
+                console.print(f"[dim]{r['figure']}{peer}: {r['note']}[/dim]")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "started": started.isoformat(timespec="seconds"), "quick": args.quick, "seconds": round(total_s, 1),

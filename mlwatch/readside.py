@@ -294,6 +294,7 @@ class ReadSide:
 
     def close(self) -> None:
         self._conn.close()
+        self.reader.close()
         self._sa.dispose()
 
     def now(self) -> float:

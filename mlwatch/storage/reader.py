@@ -70,11 +70,14 @@ class Reader:
         self._matched: dict[tuple[Matcher, ...], list[SeriesInfo]] = {}  # valid while _max_id stays
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []  # every thread's connection, closed by close()
+        self._generation = 0  # bumped by close(): connections of an older generation are closed
 
     def close(self) -> None:
-        """Close the read connections this reader keeps (one per thread that has read)."""
+        """Close the read connections this reader keeps (one per thread that has read); a later read
+        opens a new one."""
         with self._lock:
             conns, self._conns = self._conns, []
+            self._generation += 1
         for conn in conns:
             conn.close()
 
@@ -82,14 +85,16 @@ class Reader:
         """This thread's read connection, opened once: a new SQLite connection per query costs more than
         a small query. Outside a read transaction it holds no lock and sees every commit."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "generation", -1) != self._generation:
+            conn = None  # closed by close()
         if conn is None:
             raw = self._engine.raw_connection()
             conn = raw.driver_connection
             assert conn is not None
             raw.detach()  # ours from now on, not the pool's
-            self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
+                self._local.conn, self._local.generation = conn, self._generation
         return conn
 
     def _drop_conn(self) -> None:

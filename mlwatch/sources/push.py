@@ -820,7 +820,7 @@ class PushSource:
         """
         self._seq += 1
         seq = self._seq
-        done = asyncio.wrap_future(self._writer.submit(batch))
+        done = self._writer.submit_async(batch)
         for key, group in changes:
             self._set_head(key, group, seq)
 

@@ -94,6 +94,39 @@ class WriteResult:
     out_of_order: int  # refused: older than the newest sample minus the out-of-order window
 
 
+class _LoopFuture(Future[WriteResult]):
+    """A batch's future with an asyncio twin on ``loop``, settled by :func:`_wake` after the commit."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, twin: asyncio.Future[WriteResult]) -> None:
+        super().__init__()
+        self.loop = loop
+        self.twin = twin
+
+
+def _settle(futures: list[_LoopFuture]) -> None:
+    """On the loop: pass each committed (or failed) batch's outcome to its asyncio twin."""
+    for fut in futures:
+        if fut.twin.done():
+            continue
+        exc = fut.exception()
+        if exc is not None:
+            fut.twin.set_exception(exc)
+        else:
+            fut.twin.set_result(fut.result())
+
+
+def _wake(futures: list[_LoopFuture]) -> None:
+    """One wakeup per event loop for every settled future of a commit."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_LoopFuture]] = {}
+    for fut in futures:
+        by_loop.setdefault(fut.loop, []).append(fut)
+    for loop, batch in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, batch)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
 @dataclass
 class WriterStats:
     commits: int = 0
@@ -229,9 +262,26 @@ class Writer:
         self._q.put((batch, fut))
         return fut
 
+    def submit_async(self, batch: WriteBatch) -> asyncio.Future[WriteResult]:
+        """:meth:`submit` for the running event loop: an asyncio future, settled on the loop.
+
+        The batches of one group commit wake their loop once, together (``asyncio.wrap_future``
+        wakes it once per future: a self-pipe write each, and each write from the writer thread
+        waits for the GIL while the loop runs Python, which made replies to pushes queue up).
+        """
+        loop = asyncio.get_running_loop()
+        twin: asyncio.Future[WriteResult] = loop.create_future()
+        fut = _LoopFuture(loop, twin)
+        if self._thread is None:  # settled later, as a commit would be (callbacks run before the waiter)
+            fut.set_exception(StorageUnavailable("the writer is not running"))
+            loop.call_soon(_settle, [fut])
+            return twin
+        self._q.put((batch, fut))
+        return twin
+
     async def write(self, batch: WriteBatch) -> WriteResult:
         """Submit ``batch`` and wait until it has committed."""
-        return await asyncio.wrap_future(self.submit(batch))
+        return await self.submit_async(batch)
 
     def write_sync(self, batch: WriteBatch, timeout: float | None = None) -> WriteResult:
         return self.submit(batch).result(timeout)
@@ -401,6 +451,12 @@ class Writer:
             self._commit_group(batches)
 
     def _commit_group(self, group: list[tuple[WriteBatch, Future[WriteResult]]]) -> None:
+        try:
+            self._commit_futures(group)
+        finally:
+            _wake([f for _, f in group if isinstance(f, _LoopFuture) and f.done()])
+
+    def _commit_futures(self, group: list[tuple[WriteBatch, Future[WriteResult]]]) -> None:
         live = [(b, f) for b, f in group if f.set_running_or_notify_cancel()]
         if not live:
             return

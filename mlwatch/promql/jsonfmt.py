@@ -222,10 +222,12 @@ def _points_many(series: list[tuple[Any, Any]]) -> list[str]:
     if n < SMALL or np.abs(ts).max() >= 10**18:
         return [_points_small(t, v) for t, v in series]
     parts = [_const(b"[", n), *_ts_pieces(ts), _const(b',"', n), *_value_pieces(vals), _const(b'"],', n)]
-    grid = np.concatenate([g for g, _ in parts], axis=1)
-    mask = np.ones(grid.shape, bool)
+    width = sum(g.shape[1] for g, _ in parts)
+    grid = np.empty((n, width), np.uint8)  # row-major, as the text runs (concatenate could pick column-major)
+    mask = np.ones((n, width), bool)
     col = 0
     for g, k in parts:
+        grid[:, col : col + g.shape[1]] = g
         if k is not None:
             mask[:, col : col + g.shape[1]] = k
         col += g.shape[1]

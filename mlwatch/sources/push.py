@@ -233,8 +233,9 @@ class _Shape:
     values: list[float] | None = None  # their values, when they are not the samples' (histograms, summaries)
     labels: list[dict[str, str]] | None = None  # normalised labels of the samples (read-only, shared)
     raw: tuple[MetricType, list[str], list[dict[str, str]]] | None = None  # the parsed samples' type, names, labels
-    # The family's JSON up to its values (see PushGroup.record), for its (type, help, unit).
+    # The family's JSON without its values (see PushGroup.record), for its (type, help, unit).
     json_head: tuple[tuple[MetricType, str | None, str], bytes] | None = None
+    meta: MetricMeta | None = None  # the family's last metadata, one object while it stays the same
 
 
 def _reuse(fam: MetricFamily, prev: _Shape | None) -> MetricFamily | None:
@@ -267,7 +268,7 @@ def normalise(
 
 def _normalise(
     families: Iterable[MetricFamily], grouping: dict[str, str], accept_timestamps: bool,
-    previous: dict[str, _Shape],
+    previous: dict[str, tuple[MetricFamily, _Shape]],
 ) -> tuple[dict[str, MetricFamily], list[tuple[MetricFamily, FamilySample]], dict[str, _Shape]]:
     """:func:`normalise`, reusing the ``previous`` shapes of the group's families where they fit;
     also the shapes of the families it normalised anew (simple types) or reused."""
@@ -277,7 +278,8 @@ def _normalise(
     for fam in families:
         if fam.name in _RESERVED:
             continue
-        prev = previous.get(fam.name)
+        hit = previous.get(fam.name)
+        prev = hit[1] if hit is not None else None
         again = _reuse(fam, prev)
         if again is not None and prev is not None:
             current.pop(fam.name, None)
@@ -452,6 +454,25 @@ class PushGroup:
         self.shapes[name] = (fam, shape)
         return shape
 
+    def meta(self, name: str) -> MetricMeta:
+        """TYPE, HELP and UNIT of family ``name`` (one object while they stay the same)."""
+        fam = self.families[name]
+        shape = self.shape(name)
+        meta = shape.meta
+        if meta is None or meta.type is not fam.type or meta.help != (fam.help or "") or meta.unit != fam.unit:
+            meta = shape.meta = MetricMeta(fam.type, fam.help or "", fam.unit)
+        return meta
+
+    def same_series(self, other: PushGroup, name: str) -> bool:
+        """Whether family ``name`` has the same series (one shape) here and in ``other``, as far as
+        known without computing shapes (False means: compare the series)."""
+        mine = self.shapes.get(name)
+        theirs = other.shapes.get(name)
+        return (
+            mine is not None and theirs is not None and mine[1] is theirs[1]
+            and mine[0] is self.families.get(name) and theirs[0] is other.families.get(name)
+        )
+
     def family_keys(self, name: str) -> list[SeriesKey]:
         """The stored series of family ``name``; the same list object while its series stay the same."""
         return self.shape(name).keys
@@ -488,13 +509,19 @@ class PushGroup:
         return keys, values
 
     def record(self) -> PushGroupRecord:
-        """The persisted form: JSON, ``{"v": 2, "families": [...], "times": {...}}``.
+        """The persisted form: JSON, ``{"v": 2, "families": [...], "values": [...], "times": {...}}``.
 
-        Each family is ``{"name", "type", "help", "unit", "names", "labels", "values"}`` (its samples
-        as columns); everything but the values is encoded once per shape, as pushes repeat it.
+        Each family is ``{"name", "type", "help", "unit", "names", "labels"}`` (its samples as
+        columns), encoded once per shape as pushes repeat it; ``values`` holds each family's values.
         """
-        body = b",".join([self._family_json(name, fam) for name, fam in self.families.items()])
-        data = b'{"v":2,"families":[' + body + b'],"times":' + orjson.dumps(self.family_times) + b"}"
+        families = self.families
+        heads = b",".join([self._family_json(name, fam) for name, fam in families.items()])
+        values = [[s.value for s in fam.samples] for fam in families.values()]
+        encoded = orjson.dumps(values)
+        if b"null" in encoded:  # orjson writes NaN and infinities as null: spell them out ("NaN", "+Inf")
+            encoded = orjson.dumps([[v if math.isfinite(v) else format_float(v) for v in vs] for vs in values])
+        data = (b'{"v":2,"families":[' + heads + b'],"values":' + encoded
+                + b',"times":' + orjson.dumps(self.family_times) + b"}")
         return PushGroupRecord(self.key, self.labels, data, self.push_time, self.failure_time, self.expires_at)
 
     def _family_json(self, name: str, fam: MetricFamily) -> bytes:
@@ -502,26 +529,22 @@ class PushGroup:
         ident = (fam.type, fam.help, fam.unit)
         head = shape.json_head
         if head is None or head[0] != ident:
-            text = orjson.dumps({
+            head = shape.json_head = (ident, orjson.dumps({
                 "name": fam.name, "type": fam.type.value, "help": fam.help, "unit": fam.unit,
                 "names": [s.name for s in fam.samples], "labels": [s.labels for s in fam.samples],
-            })
-            head = shape.json_head = (ident, text[:-1] + b',"values":')
-        values = [s.value for s in fam.samples]
-        encoded = orjson.dumps(values)
-        if b"null" in encoded:  # orjson writes NaN and infinities as null: spell them out ("NaN", "+Inf")
-            encoded = orjson.dumps([v if math.isfinite(v) else format_float(v) for v in values])
-        return head[1] + encoded + b"}"
+            }))
+        return head[1]
 
     @classmethod
     def from_record(cls, rec: PushGroupRecord) -> PushGroup:
         payload = json.loads(rec.families)
         families = {}
-        for f in payload["families"]:
+        values = payload.get("values", [])
+        for i, f in enumerate(payload["families"]):
             if "samples" in f:  # v1: [[name, labels, value], ...]
                 samples = [FamilySample(n, lbl, float(v)) for n, lbl, v in f["samples"]]
             else:
-                samples = list(map(FamilySample, f["names"], f["labels"], map(float, f["values"])))
+                samples = list(map(FamilySample, f["names"], f["labels"], map(float, values[i])))
             families[f["name"]] = MetricFamily(f["name"], MetricType(f["type"]), f["help"], f["unit"], samples)
         return cls(
             rec.group_key, dict(rec.labels), families, dict(payload.get("times", {})),
@@ -533,9 +556,8 @@ def _gone(old: PushGroup, new: PushGroup | None) -> list[SeriesKey]:
     """The series of group state ``old`` that its next state ``new`` no longer holds."""
     maybe: list[SeriesKey] = []
     for name in old.families:
-        keys = old.family_keys(name)
-        if new is None or name not in new.families or new.family_keys(name) is not keys:
-            maybe += keys
+        if new is None or not new.same_series(old, name):
+            maybe += old.family_keys(name)
     if new is None:
         return maybe + old.time_keys()
     if not maybe:
@@ -623,28 +645,35 @@ class PushSource:
 
     def _reindex(self, key: str, group: PushGroup | None) -> None:
         old = self._indexed.pop(key, None)
+        new = group.families if group is not None else {}
+        types = self._types
+        owner = self._series_owner
+        same: set[str] = set()  # families whose series stay the same (their owner too)
         if old is not None:
             for name in old.families:
-                owners = self._types.get(name)
-                if owners is not None:
-                    owners.pop(key, None)
-                    if not owners:
-                        del self._types[name]
-                if group is not None and name in group.families and group.family_keys(name) is old.family_keys(name):
-                    continue  # the same series stay with the same owner
+                if name not in new:
+                    owners = types.get(name)
+                    if owners is not None:
+                        owners.pop(key, None)
+                        if not owners:
+                            del types[name]
+                elif group is not None and group.same_series(old, name):
+                    same.add(name)
+                    continue
                 for sk in old.family_keys(name):
-                    if self._series_owner.get(sk) == key:
-                        del self._series_owner[sk]
-        if group is None or not group.families:
+                    if owner.get(sk) == key:
+                        del owner[sk]
+        if group is None or not new:
             return
-        owner = self._series_owner
-        for name, fam in group.families.items():
-            self._types.setdefault(name, {})[key] = fam.type
-            keys = group.family_keys(name)
-            if old is not None and name in old.families and old.family_keys(name) is keys:
-                continue
-            for sk in keys:
-                owner[sk] = key
+        for name, fam in new.items():
+            owners = types.get(name)
+            if owners is None:
+                types[name] = {key: fam.type}
+            else:
+                owners[key] = fam.type
+            if name not in same:
+                for sk in group.family_keys(name):
+                    owner[sk] = key
         self._indexed[key] = group
 
     def _type_elsewhere(self, name: str, key: str) -> MetricType | None:
@@ -690,10 +719,9 @@ class PushSource:
             problem = _suffix_collisions(name, fam.type, type_of)
             if problem:
                 raise PushError(_INVALID + problem)
-            keys = group.family_keys(name)
-            if head is not None and name in head.families and head.family_keys(name) is keys:
+            if head is not None and group.same_series(head, name):
                 continue  # the series this group's head holds already: its own
-            for sk in keys:
+            for sk in group.family_keys(name):
                 owner = owner_of(sk)
                 if owner is not None and owner != key:
                     raise PushError(
@@ -726,7 +754,7 @@ class PushSource:
             if isinstance(families, Exception):
                 raise families
             self._check_reserved(key, families)
-            previous = {n: e[1] for n, e in old.shapes.items()} if old is not None else {}
+            previous = old.shapes if old is not None else {}
             current, backfill, shapes = _normalise(families, grouping, self.accept_timestamps, previous)
             new_families = dict(current) if replace or old is None else {**old.families, **current}
             times = {} if replace or old is None else dict(old.family_times)
@@ -747,7 +775,9 @@ class PushSource:
             raise exc from None
         batch = WriteBatch(backfill=bool(backfill))
         self._add_change(batch, old, group, now)
-        for fam in [*current.values(), *(f for f, _ in backfill)]:
+        for name, fam in current.items():
+            batch.meta[name] = group.meta(name)
+        for fam, _ in backfill:
             batch.meta[fam.name] = MetricMeta(fam.type, fam.help or "", fam.unit)
         for fam, s in backfill:
             batch.samples.append(Sample(SeriesKey.of(s.name, s.labels), s.timestamp_ms or 0, s.value))

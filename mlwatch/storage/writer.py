@@ -568,7 +568,9 @@ class Writer:
         if batch.meta:
             # Only metadata that changes: pushers send the same TYPE and HELP with every push.
             staged, known = self._staged_meta, self._meta
-            changed = [(n, m) for n, m in batch.meta.items() if staged.get(n, known.get(n)) != m]
+            changed = [
+                (n, m) for n, m in batch.meta.items() if (cur := staged.get(n) or known.get(n)) is not m and cur != m
+            ]
             if changed:
                 conn.executemany(
                     "INSERT INTO metric_meta (metric, type, help, unit) VALUES (?, ?, ?, ?) "

@@ -1,8 +1,11 @@
 """``type: log``: tail files, parse lines (JSONL or regex), sample, and derive metrics per line.
 
 One collection reads up to a byte budget of new complete lines (:class:`~mlwatch.sources.tail.Tailer`),
-parses each into fields, takes its time, passes it through the sampler, and feeds every sampled
-:class:`~mlwatch.sources.sampling.LineEvent` to the source's *line operators*. The samples of this
+parses each into fields, takes its time, passes it through the sampler, and gives the sampled lines to
+the source's *line operators*: as one :class:`~mlwatch.sources.linechunk.LineChunk` to each operator that
+takes a chunk whole (``take_chunk``, vectorised, the chunk's columns extracted once for all of them), else
+as one :class:`~mlwatch.sources.sampling.LineEvent` per line (``feed``). An operator that refuses a chunk
+(a line it must look at on its own) takes it line by line; the others keep the fast path. The samples of this
 chunk, the new offsets and every operator's state go into ONE write batch; in-memory state becomes
 current only when that batch commits (``Collection.commit``), otherwise it is rolled back and the
 same lines are read again. So after ``kill -9`` and a restart every line counts exactly once.
@@ -56,6 +59,9 @@ class LineOperator(Protocol):
     def samples(self, now_ms: int, full: bool) -> list[Sample]:
         """Samples to store now: every series when ``full``, else those changed since the last call."""
         ...
+
+    # optional: ``take_chunk(chunk: LineChunk) -> bool`` takes a whole chunk as ``feed`` would line by line,
+    # or returns False having changed nothing (the chunk then goes through ``feed``)
 
     def meta(self) -> dict[str, MetricMeta]: ...
     def snapshot(self) -> Any: ...

@@ -43,6 +43,7 @@ SUMMARY = (
     ("notifications", "notifications in the outbox"),
     ("deliveries", "webhook deliveries"),
     ("notification_dupes", "duplicate deliveries"),
+    ("pending_kills", "kills while MixSlow was pending"),
     ("compactions", "compactions completed"),
     ("compaction_failures", "compaction steps failed"),
     ("chunks", "compressed chunks at the end"),

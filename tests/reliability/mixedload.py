@@ -75,6 +75,8 @@ from tests.helpers import DaemonProcess, free_port, start_daemon, wait_http
 LOG_SOURCE = "mixlog"
 PUSH_JOB = "mixpush"
 STEADY_ALERTS = ("MixSteady", "MixPushed")
+SLOW_ALERT = "MixSlow"  # pending across the first kills: its for-timer must survive them
+SLOW_FOR_S = 15.0
 FLAP_ALERT = "MixFlap"
 NEW_SERIES_EVERY = 4  # every fourth push also creates a new series
 MAX_PROBLEMS = 60  # messages kept in Findings.problems
@@ -104,6 +106,7 @@ class Findings:
     compaction_failures: int = 0
     chunks: int = 0  # compressed chunks in the database at the last offline check
     history_samples: int = 0
+    pending_kills: int = 0  # kills before MixSlow's for had elapsed: its for-timer had to survive them
     # losses and corruptions: any non-zero value is a failure
     missing_pushes: int = 0
     duplicate_pushes: int = 0
@@ -364,6 +367,9 @@ rules:
   - alert: MixPushed
     expr: mix_push_value > 0
     for: 1s
+  - alert: {SLOW_ALERT}
+    expr: mix_log_lines_total > 0
+    for: {SLOW_FOR_S:g}s
   - alert: {FLAP_ALERT}
     expr: mix_flap > 0
   - record: mix:push_value:sum
@@ -519,6 +525,9 @@ class MixedLoad:
         os.kill(self.daemon.proc.pid, signal.SIGKILL)
         self.daemon.proc.wait(30)
         self.findings.kills += 1
+        slow = [t for labels, t in self.steady.items() if SLOW_ALERT in labels]
+        if slow and self.kill_times[-1] < _parse_time(slow[0]) + SLOW_FOR_S:
+            self.findings.pending_kills += 1
         self.say(f"kill {self.findings.kills} at {self.kill_times[-1]:.3f}")
 
     # ------------------------------------------------------------------ one cycle
@@ -568,7 +577,8 @@ class MixedLoad:
         return self.findings
 
     def _caught_up(self, written: int) -> bool:
-        """All lines counted, no notification pending, and the last MixFlap notification says resolved."""
+        """All lines counted, no notification pending, the last MixFlap notification says resolved and
+        MixSlow's says firing."""
         with _reader(self.db_path) as reader:
             if _last_value(reader, "mix_log_lines_total") != written:
                 return False
@@ -580,7 +590,7 @@ class MixedLoad:
         if any(status == "pending" for status, _ in rows):
             return False
         last = _last_by_alert([json.loads(p) for _, p in rows])
-        return last.get(FLAP_ALERT) in (None, "resolved")
+        return last.get(FLAP_ALERT) in (None, "resolved") and last.get(SLOW_ALERT) == "firing"
 
     # ------------------------------------------------------------------ checks
     def check_offline(self, *, final: bool = False) -> None:
@@ -770,7 +780,7 @@ class MixedLoad:
                 if not any(a <= k <= b for k in self.kill_times):
                     f.problem("dupes_without_crash", f"{key[:12]} delivered at {a:.3f} and {b:.3f}, no kill between")
         last = _last_by_alert([json.loads(p) for _, _, p in rows])
-        want = {FLAP_ALERT: "resolved", **{name: "firing" for name in STEADY_ALERTS}}
+        want = {FLAP_ALERT: "resolved", SLOW_ALERT: "firing", **{name: "firing" for name in STEADY_ALERTS}}
         for name, status in want.items():
             if last.get(name) != status:
                 f.problem("final_state_wrong", f"the last notification of {name} says {last.get(name)}, not {status}")
@@ -784,16 +794,22 @@ class MixedLoad:
             conn.close()
         by_fp: dict[str, list[str]] = {}
         names: dict[str, str] = {}
+        times: dict[str, list[float]] = {}
         for e in events:
             by_fp.setdefault(e.fingerprint, []).append(e.event)
+            times.setdefault(e.fingerprint, []).append(e.ts)
             names[e.fingerprint] = e.alertname
         for fp, seq in by_fp.items():
             for prev, cur in itertools.pairwise(seq):
                 if prev == "firing" and cur != "resolved" or prev == cur:
                     self.findings.problem("alert_resets", f"{names[fp]} {fp}: {prev} then {cur} in {seq[:12]}")
                     break
-            if names[fp] in STEADY_ALERTS and seq != ["pending", "firing"]:
+            if names[fp] in (*STEADY_ALERTS, SLOW_ALERT) and seq != ["pending", "firing"]:
                 self.findings.problem("alert_resets", f"{names[fp]} history {seq[:12]}, expected pending, firing")
+            elif names[fp] == SLOW_ALERT and times[fp][1] - times[fp][0] < SLOW_FOR_S - 0.001:
+                self.findings.problem(
+                    "alert_resets", f"{SLOW_ALERT} fired {times[fp][1] - times[fp][0]:.3f}s after pending"
+                )
 
     def _append_history(self) -> None:
         """With ``history``: append that many samples (over HISTORY_SERIES series, 1 ms apart, value =
@@ -837,11 +853,13 @@ class MixedLoad:
         through the PromQL API."""
         deadline = time.monotonic() + timeout
         alerts: list[dict[str, Any]] = []
+        evaluated_at = 0.0
         while time.monotonic() < deadline:
             rules = self._get("/api/v1/rules")["groups"]
             evaluated = [g["lastEvaluation"] for g in rules if g["name"] == "rules"]
             if evaluated and not evaluated[0].startswith("0001") and _parse_time(evaluated[0]) > restarted:
-                alerts = self._get("/api/v1/alerts")["alerts"]
+                evaluated_at = _parse_time(evaluated[0])
+                alerts = self._get("/api/v1/alerts")["alerts"]  # from that evaluation or a later one
                 break
             time.sleep(0.1)
         else:
@@ -850,9 +868,18 @@ class MixedLoad:
         now = {json.dumps(a["labels"], sort_keys=True): a for a in alerts}
         for labels, active_at in self.steady.items():
             a = now.get(labels)
-            if a is None or a["state"] != "firing" or a["activeAt"] != active_at:
+            ok = (
+                a is not None
+                and a["activeAt"] == active_at
+                and (  # pending only while its for has not elapsed at the evaluation after the restart
+                    a["state"] == "firing"
+                    or SLOW_ALERT in labels
+                    and evaluated_at - _parse_time(active_at) < SLOW_FOR_S + 0.01
+                )
+            )
+            if not ok:
                 seen = None if a is None else (a["state"], a["activeAt"])
-                self.findings.problem("alert_resets", f"{labels}: {seen} after the restart, was firing at {active_at}")
+                self.findings.problem("alert_resets", f"{labels}: {seen} after the restart, active since {active_at}")
         self._check_pushes_online()
 
     def _check_pushes_online(self) -> None:
@@ -882,9 +909,11 @@ class MixedLoad:
             firing = {
                 json.dumps(a["labels"], sort_keys=True): a["activeAt"]
                 for a in alerts
-                if a["labels"]["alertname"] in STEADY_ALERTS and a["state"] == "firing"
+                if a["labels"]["alertname"] in STEADY_ALERTS
+                and a["state"] == "firing"
+                or a["labels"]["alertname"] == SLOW_ALERT
             }
-            if len(firing) == 1 + self.n_pushers:
+            if len(firing) == 2 + self.n_pushers:
                 return firing
             time.sleep(0.2)
         raise TimeoutError(f"the steady alerts did not all fire within {timeout}s")

@@ -544,7 +544,8 @@ class PushGroup:
             if "samples" in f:  # v1: [[name, labels, value], ...]
                 samples = [FamilySample(n, lbl, float(v)) for n, lbl, v in f["samples"]]
             else:
-                samples = list(map(FamilySample, f["names"], f["labels"], map(float, values[i])))
+                vals = f["values"] if "values" in f else values[i]  # per family: written by 554e531 only
+                samples = list(map(FamilySample, f["names"], f["labels"], map(float, vals)))
             families[f["name"]] = MetricFamily(f["name"], MetricType(f["type"]), f["help"], f["unit"], samples)
         return cls(
             rec.group_key, dict(rec.labels), families, dict(payload.get("times", {})),

@@ -56,6 +56,7 @@ from mlwatch.sources.push import (
     PushStats,
     parse_grouping_path,
 )
+from mlwatch.sources.pushtext import BodyTemplates
 from mlwatch.sources.textparse import TextParser, go_float, parse_go_float
 from mlwatch.storage.writer import PushGroupRecord, SeriesLimitExceeded, Writer
 
@@ -107,6 +108,8 @@ class PushService(Collector):
         self._started = clock()
         # Pushers send the same series over and over: one parser keeps their parsed form (bounded).
         self._text = TextParser(cache_limit=100_000)
+        # ... and mostly the same body with new values: only those are parsed then.
+        self._templates = BodyTemplates()
 
     # ---------------------------------------------------------------- lifecycle
     def restore(self, records: list[PushGroupRecord]) -> None:
@@ -225,7 +228,7 @@ class PushService(Collector):
         families: list[MetricFamily] | Exception
         try:
             body = await self._read_body(request)
-            families = parse_protobuf(body) if protobuf else self._text.parse(body)
+            families = parse_protobuf(body) if protobuf else self._parse_text(request.path, body)
         except BodyTooLarge as exc:
             stats.count(method, "too_large")
             return web.Response(status=413, text=f"{exc.message}\n")
@@ -242,6 +245,17 @@ class PushService(Collector):
         except StorageError as exc:
             return web.Response(status=500, text=f"storage error, nothing stored: {exc}\n")
         return web.Response(status=200)
+
+    def _parse_text(self, path: str, body: bytes) -> list[MetricFamily]:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._text.parse(body)  # which names the line
+        families = self._templates.parse(path, text)
+        if families is None:
+            families = self._text.parse(text)
+            self._templates.learn(path, text, families)
+        return families
 
     async def _delete(self, request: web.Request) -> web.Response:
         try:

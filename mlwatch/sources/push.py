@@ -246,6 +246,14 @@ def _reuse(fam: MetricFamily, prev: _Shape | None) -> MetricFamily | None:
     samples = fam.samples
     if typ is not fam.type or len(samples) != len(names):
         return None
+    if len(names) == 1:  # the usual family: one series
+        s = samples[0]
+        lb = raw[0]
+        if s.timestamp_ms is not None or s.name != names[0] or (s.labels is not lb and s.labels != lb):
+            return None
+        v = s.value
+        return MetricFamily(fam.name, typ, fam.help, fam.unit,
+                            [FamilySample(fam.name, prev.labels[0], v if not math.isnan(v) else math.nan)])
     values = []
     for s, name, labels in zip(samples, names, raw, strict=True):
         if s.timestamp_ms is not None or s.name != name or (s.labels is not labels and s.labels != labels):
@@ -433,6 +441,9 @@ class PushGroup:
     # change; a POST shares the untouched ones with the group's previous state, and a family
     # pushed again with new values only shares the previous one's shape).
     shapes: dict[str, tuple[MetricFamily, _Shape]] = field(default_factory=dict, compare=False, repr=False)
+    # The state this one was derived from by a push, and the families whose series it kept.
+    base: PushGroup | None = field(default=None, compare=False, repr=False)
+    kept: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def exposed_labels(self) -> dict[str, str]:
@@ -466,6 +477,8 @@ class PushGroup:
     def same_series(self, other: PushGroup, name: str) -> bool:
         """Whether family ``name`` has the same series (one shape) here and in ``other``, as far as
         known without computing shapes (False means: compare the series)."""
+        if other is self.base:
+            return name in self.kept
         mine = self.shapes.get(name)
         theirs = other.shapes.get(name)
         return (
@@ -769,6 +782,13 @@ class PushSource:
             )
             for name, shape in shapes.items():
                 group.shapes[name] = (current[name], shape)
+            if old is not None:
+                old.base = None  # only the newest step is compared: no chain of past states
+                group.base = old
+                group.kept = {n for n, sh in shapes.items() if (hit := old.shapes.get(n)) is not None and hit[1] is sh
+                              and hit[0] is old.families.get(n)}
+                if not replace:
+                    group.kept.update(n for n in old.families if n not in current)
             self._check(key, group)
         except (ParseError, PushError) as exc:
             self.stats.count(method, "invalid")

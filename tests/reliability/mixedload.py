@@ -52,6 +52,7 @@ import os
 import random
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter
@@ -146,12 +147,21 @@ class Findings:
 # ---------------------------------------------------------------------------------------------- peers
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client killed mid-request (the daemon, by the harness) is expected: no traceback for that."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class _Server:
     """A ThreadingHTTPServer on a free loopback port, served by a daemon thread."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.port = int(self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, name=f"peer-{self.port}", daemon=True)
         self.thread.start()

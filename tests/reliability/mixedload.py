@@ -5,15 +5,20 @@ directory) under every kind of load at once:
 
 - pushes: threads PUT/POST ``mix_push_value{pusher="k"}`` to ``/metrics/job/mixpush/pusher/k``, every
   value unique; each 2xx is recorded as an :class:`Ack` (value, send and reply time). Every fourth push
-  also creates a new series ``mix_push_series{seq="<value>"}``;
+  also creates a new series ``mix_push_series{seq="<value>"}``; with ``bulk`` every push also carries that
+  many ``mix_push_bulk{i}`` series;
 - an http scrape source: a small exporter on a free 127.0.0.1 port (``mix_exporter_scrapes_total`` and a
   gauge ``mix_flap`` that toggles every ``flap_period_s``);
 - a log source tailing a JSONL file that a writer thread appends to continuously (``{"seq": n}``, n = 1, 2,
   ...), with the counters ``mix_log_lines_total`` (lines) and ``mix_log_seq_total`` (sum of ``seq``);
 - alert rules evaluated every second: ``MixSteady`` (log lines > 0, ``for: 2s``) and ``MixPushed``
-  (``for: 1s``) fire once and must stay firing; ``MixFlap`` fires and resolves with the exporter's gauge,
-  so notifications flow all the time; a recording rule;
-- a webhook notifier: a receiver on loopback records every delivery with its idempotency key.
+  (``for: 1s``) fire once and must stay firing; ``MixSlow`` (``for: 15s``) is still pending at the first
+  kills; ``MixFlap`` fires and resolves with the exporter's gauge, so notifications flow all the time;
+  a recording rule;
+- a webhook notifier: a receiver on loopback records every delivery with its idempotency key;
+- with ``history``: before each restart, that many samples written offline with mlwatch's Writer (as an
+  import while the daemon is down), so the restarted daemon's head passes its compaction threshold and
+  compactions run while the next kill lands.
 
 :meth:`MixedLoad.kill_and_restart` lets the load run for a random time, kills the daemon with SIGKILL
 (sometimes while it is still starting), checks the database offline, restarts the daemon on the same
@@ -34,8 +39,12 @@ up, stops it cleanly and checks everything once more. What the checks find goes 
 - ``PRAGMA integrity_check`` is ``ok`` after every kill (read-only connection, before the restart) and
   at the end;
 - alerts: after each restart ``MixSteady`` and ``MixPushed`` are still firing with their original
-  ``activeAt`` (persisted for-timers, no trip back to pending); in the history no alert goes
-  firing -> pending or firing -> firing;
+  ``activeAt`` (persisted state, no trip back to pending); ``MixSlow`` keeps its ``activeAt`` and is
+  pending only while its ``for`` has not elapsed at the first evaluation after the restart (persisted
+  for-timers); in the history no alert goes firing -> pending or firing -> firing, the steady ones and
+  ``MixSlow`` have exactly pending, firing, and ``MixSlow`` fired no sooner than its ``for``;
+- history (with ``history``): every sample written offline is stored exactly once (three random series
+  after each kill, all at the end);
 - the outbox (CONTRACT §6, at-least-once): every stored notification is delivered, the receiver got
   nothing that is not in the outbox, and a key delivered twice is reported as a duplicate — allowed
   only if a kill fell between the two deliveries (the crash-between-accept-and-update window); the

@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from mlwatch.config._fields import _ENV_NAME_RE, CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE, _keys_of, _kind
 from mlwatch.config.alerting import rule_file_problems
@@ -206,7 +207,10 @@ def _position(node: Any, what: str, arg: Any, default: int) -> int:
     return line + 1 if isinstance(line, int) else default
 
 
-def _yaml_problem(exc: YAMLError, file: str) -> ConfigProblem:
+def _yaml_problem(exc: YAMLError, file: str, text: str = "") -> ConfigProblem:
+    if isinstance(exc, ReaderError) and isinstance(exc.character, int) and isinstance(exc.position, int):
+        line = text.count("\n", 0, exc.position) + 1 if text else 0
+        return ConfigProblem(file, line, f"YAML does not allow the control character U+{exc.character:04X}")
     if isinstance(exc, MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         what = exc.problem or exc.context or "invalid YAML"
@@ -414,7 +418,7 @@ def parse_config(text: str, filename: str = "<config>", env: Mapping[str, str] =
     try:
         document = yaml.load(text)
     except YAMLError as exc:
-        raise ConfigError([_yaml_problem(exc, filename)]) from None
+        raise ConfigError([_yaml_problem(exc, filename, text)]) from None
     except RecursionError:
         raise ConfigError([ConfigProblem(filename, 0, "YAML nesting is too deep")]) from None
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
@@ -481,22 +485,69 @@ def config_path(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os
     return default if default.exists() else None
 
 
+MAX_FILE_BYTES = 2 * 1024 * 1024
+"""Config and rule files larger than this are refused: the YAML reader needs seconds per MiB (a real config
+is a few KiB), so a runaway generated file would otherwise stall start-up and reloads for minutes."""
+
+
+def read_yaml_text(path: str | os.PathLike[str], what: str = "config file") -> str:
+    """The text of a config or rule file, read with a size bound; ConfigError naming the problem."""
+    name = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(name, 0, f"cannot read the {what}: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        message = f"the {what} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; is it the right file?"
+        raise ConfigError([ConfigProblem(name, 0, message)])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigProblem(name, line, f"the {what} is not valid UTF-8")]) from None
+
+
+def plain_tree(node: Any, *, max_nodes: int = _MAX_NODES) -> Any:
+    """ruamel's tree as plain dicts, lists and scalars, refusing (ValueError) alias bombs and cycles: an
+    alias is a reference, so a 1 KiB file can stand for 10**12 values."""
+    count = 0
+    open_nodes: set[int] = set()
+
+    def walk(n: Any) -> Any:
+        nonlocal count
+        count += 1
+        if count > max_nodes:
+            raise ValueError(f"the document is too large (more than {max_nodes} values after aliases)")
+        if isinstance(n, dict | list):
+            if id(n) in open_nodes:
+                raise ValueError("an alias refers to a node that contains it")
+            open_nodes.add(id(n))
+            try:
+                if isinstance(n, dict):
+                    return {str(k): walk(v) for k, v in n.items()}
+                return [walk(v) for v in n]
+            finally:
+                open_nodes.discard(id(n))
+        if isinstance(n, str):
+            return str(n)
+        if isinstance(n, bool):
+            return bool(n)
+        if isinstance(n, int):
+            return int(n)
+        if isinstance(n, float):
+            return float(n)
+        return n
+
+    return walk(node)
+
+
 def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ) -> Config:
     """Load and validate the config that :func:`config_path` picks; raise ConfigError with every problem."""
     chosen = config_path(path, env)
     if chosen is None:
         return default_config()
-    name = str(chosen)
-    try:
-        data = chosen.read_bytes()
-    except OSError as exc:
-        raise ConfigError([ConfigProblem(name, 0, f"cannot read the config file: {exc.strerror or exc}")]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError([ConfigProblem(name, line, "the config file is not valid UTF-8")]) from None
-    return parse_config(text, name, env)
+    return parse_config(read_yaml_text(chosen), str(chosen), env)
 
 
 def check_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] = os.environ) -> list[ConfigProblem]:

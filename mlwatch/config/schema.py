@@ -92,8 +92,8 @@ class StorageConfig(_Model):
     retention: PositiveDuration = 30 * _D
     out_of_order_window: Duration = 1 * _H
     max_size: Size | None = None
-    retention_overrides: list[RetentionOverride] = []
-    downsample: list[DownsampleLevel] = []
+    retention_overrides: list[RetentionOverride] = Field(default_factory=list)
+    downsample: list[DownsampleLevel] = Field(default_factory=list)
 
     @property
     def sqlalchemy_url(self) -> URL:

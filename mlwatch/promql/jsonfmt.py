@@ -54,6 +54,7 @@ def _point(t: int, v: float) -> str:
 
 _DEC_LIMIT = 2.0**50  # below this, rint(v * 10**s) recovers m exactly (error < 1/4)
 _MAX_SCALE = 22  # 10**s is an exact double up to here
+_SHORTCUT = 4  # from this scale on, values that are no short decimal at all are set apart in one test
 _POW10_F = 10.0 ** np.arange(_MAX_SCALE + 1)
 _POW10_I = 10 ** np.minimum(np.arange(_MAX_SCALE + 2), 18).astype(np.int64)
 _ZERO = np.uint8(ord("0"))
@@ -73,6 +74,8 @@ def _decimals(v: npt.NDArray[np.float64]) -> tuple[I64, I64, Bools]:
         for scale in range(_MAX_SCALE + 1):
             if not len(todo):
                 break
+            if scale == _SHORTCUT:
+                todo = todo[_decimal_at_most_scale(v[todo])]
             x = v[todo] * _POW10_F[scale]
             small = np.abs(x) < _DEC_LIMIT
             cand = np.rint(x)
@@ -83,6 +86,23 @@ def _decimals(v: npt.NDArray[np.float64]) -> tuple[I64, I64, Bools]:
             ok[hit] = True
             todo = todo[small & ~good]  # once |v| * 10**s reaches the limit, no larger s fits either
     return m, s, ok
+
+
+def _decimal_at_most_scale(v: npt.NDArray[np.float64]) -> Bools:
+    """Which of ``v`` (non-zero, finite) are ``m / 10**s`` for some ``s >= _SHORTCUT`` with ``|m| < 2**50``.
+
+    A decimal that round-trips at scale s also does at every larger one while ``|m|`` stays under the
+    limit, so one test at each value's largest admissible scale decides; values with more digits
+    (most computed ones: rates, averages) leave the scale-by-scale search at once."""
+    av = np.abs(v)
+    top = np.clip(np.floor(np.log10(_DEC_LIMIT / av)), 0, _MAX_SCALE).astype(np.int64)
+    top -= av * _POW10_F[top] >= _DEC_LIMIT  # the estimate is at most one off either way
+    up = np.minimum(top + 1, _MAX_SCALE)
+    top += (top < _MAX_SCALE) & (av * _POW10_F[up] < _DEC_LIMIT)
+    top = np.maximum(top, 0)
+    x = v * _POW10_F[top]
+    fits: Bools = (top >= _SHORTCUT) & (np.abs(x) < _DEC_LIMIT) & (np.rint(x) / _POW10_F[top] == v)
+    return fits
 
 
 Piece = tuple[U8, Bools | None]  # characters (rows x columns) and which are part of the text (None: all)

@@ -35,7 +35,7 @@ def _any_label_name(name: str) -> str:
     return name
 
 
-_PATH_TOKEN_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_PATH_TOKEN_RE = re.compile(r"([^.\[\]]+)|\[(\d{1,9})\]")  # an index of 10+ digits is no list index
 
 
 def parse_path(path: str) -> tuple[str | int, ...]:

@@ -48,6 +48,7 @@ import logging
 import math
 import re
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -550,7 +551,8 @@ class PushGroup:
 
     @classmethod
     def from_record(cls, rec: PushGroupRecord) -> PushGroup:
-        payload = json.loads(rec.families)
+        data = rec.families
+        payload = json.loads(data if data[:1] == b"{" else zlib.decompress(data))  # the writer compresses them
         families = {}
         values = payload.get("values", [])
         for i, f in enumerate(payload["families"]):

@@ -13,10 +13,10 @@ from mlwatch.errors import PushError
 from mlwatch.model import MetricType, is_stale_nan
 from mlwatch.server.exposition import render
 from mlwatch.server.push import api_metrics
-from mlwatch.sources.push import PushSource, group_key
+from mlwatch.sources.push import PushGroup, PushSource, group_key
 from mlwatch.sources.textparse import TextParser, parse_text
 from mlwatch.storage.reader import Reader
-from mlwatch.storage.writer import Writer
+from mlwatch.storage.writer import PushGroupRecord, Writer
 
 
 @pytest.fixture
@@ -110,3 +110,15 @@ async def test_metadata_follows_changes_within_one_commit(source: PushSource, re
     assert reader.metadata()["x"].help == "help 4"
     await source.push({"job": "a"}, parse_text("# HELP x first\nx 1\n"), replace=False)
     assert reader.metadata()["x"].help == "first"
+
+
+def test_records_of_earlier_versions_load() -> None:
+    """v1 (samples as [name, labels, value], NaN as a bare token) as written before, uncompressed."""
+    v1 = (b'{"v": 1, "families": [{"name": "x", "type": "gauge", "help": "h", "unit": "", '
+          b'"samples": [["x", {"instance": "", "job": "a"}, NaN], ["x", {"instance": "i", "job": "a"}, 2.5]]}], '
+          b'"times": {"x": 1700000000.0}}')
+    group = PushGroup.from_record(PushGroupRecord("k", {"job": "a"}, v1, 1700000000.0, 0.0, None))
+    (fam,) = group.families.values()
+    assert fam.type is MetricType.GAUGE and fam.help == "h" and group.family_times == {"x": 1700000000.0}
+    assert math.isnan(fam.samples[0].value) and fam.samples[1].value == 2.5
+    assert fam.samples[1].labels == {"instance": "i", "job": "a"}

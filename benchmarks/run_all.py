@@ -174,10 +174,25 @@ def table(outcomes: list[Outcome], title: str) -> Table:
     return t
 
 
+def _shown(argv: list[str]) -> list[str]:
+    """The command line without where its outputs went."""
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--json", "--logs", "--markdown"):
+            skip = True
+        elif not a.startswith(("--json=", "--logs=", "--markdown=")):
+            out.append(a)
+    return out
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """The suite's table as Markdown (for the README), from the JSON the runner writes."""
     la = doc["loadavg_before"]
-    head = (f"`python -m benchmarks{' --quick' if doc['quick'] else ''}`, {doc['started'][:16].replace('T', ' ')} UTC, "
+    command = doc.get("command") or f"python -m benchmarks{' --quick' if doc['quick'] else ''}"
+    head = (f"`{command}`, {doc['started'][:16].replace('T', ' ')} UTC, "
             f"{doc['cpus']} cores, load average {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} at the start "
             f"(the machine was shared), {doc['seconds'] / 60:.1f} min in all.\n\n")
     lines = ["| # | figure | mlwatch | peer | peer value | ratio | target | runs | min–max (mlwatch) |",
@@ -264,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "started": started.isoformat(timespec="seconds"), "quick": args.quick, "seconds": round(total_s, 1),
+        "command": " ".join(["python -m benchmarks", *_shown(sys.argv[1:] if argv is None else argv)]),
         "cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": load_after,
         "benchmarks": [asdict(o) for o in outcomes],
     }, indent=2))

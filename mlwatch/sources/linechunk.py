@@ -29,7 +29,23 @@ _MISSING_TYPES = frozenset((type(None), type(MISSING)))
 
 def factorize(texts: Sequence[str]) -> Codes:
     """Codes of a column of texts: ``uniques[codes[i]] == texts[i]`` (uniques in order of appearance)."""
-    uniques = list(dict.fromkeys(texts))  # at C speed
+    return _codes(texts, list(dict.fromkeys(texts)))  # distinct values at C speed
+
+
+def _int_codes(arr: np.ndarray) -> Codes:
+    """Codes of an integer column (uniques as class texts): a bincount over the range when it is small."""
+    lo, hi = int(arr.min()), int(arr.max())
+    if hi - lo >= 1 << 16:
+        uniq, inverse = np.unique(arr, return_inverse=True)
+        return inverse.astype(np.intp, copy=False).reshape(-1), [str(int(u)) for u in uniq.tolist()]
+    shifted = arr - lo
+    present = np.flatnonzero(np.bincount(shifted))
+    remap = np.zeros(hi - lo + 1, dtype=np.intp)
+    remap[present] = np.arange(len(present), dtype=np.intp)
+    return remap[shifted], [str(int(v) + lo) for v in present.tolist()]
+
+
+def _codes(texts: Sequence[str], uniques: list[str]) -> Codes:
     if len(uniques) == 1:
         return np.zeros(len(texts), dtype=np.intp), uniques
     index = {u: i for i, u in enumerate(uniques)}
@@ -80,7 +96,12 @@ class LineChunk:
         """Codes of a column whose every value is a string; None otherwise."""
         key = ("str", path.text)
         if key not in self._cache:
-            self._cache[key] = factorize(self.column(path)) if self.types(path) == {str} else None
+            col = self.column(path)
+            try:  # the distinct values at C speed: no other type equals a str, so they tell whether all are
+                uniques = list(dict.fromkeys(col)) if not col or type(col[0]) is str else [None]
+            except TypeError:
+                uniques = [None]  # a list or an object: not strings
+            self._cache[key] = _codes(col, uniques) if all(type(u) is str for u in uniques) else None
         return self._cache[key]  # type: ignore[no-any-return]
 
     def classes(self, path: FieldPath) -> Codes | None:
@@ -89,20 +110,18 @@ class LineChunk:
         key = ("class", path.text)
         if key in self._cache:
             return self._cache[key]  # type: ignore[no-any-return]
-        types = self.types(path)
-        out: Codes | None
-        if not types or types & _MISSING_TYPES:
-            out = None if types else (np.zeros(0, dtype=np.intp), [])
-        elif types == {str}:
-            out = self.strings(path)
+        out: Codes | None = self.strings(path)
+        if out is not None:
+            pass  # all strings: the usual case
+        elif (types := self.types(path)) & _MISSING_TYPES:
+            out = None
         elif types == {int}:  # small integer classes: factorised in numpy, the texts made per distinct value
             try:
                 arr = np.asarray(self.column(path), dtype=np.int64)
             except OverflowError:
                 out = factorize([class_text(v) for v in self.column(path)])
             else:
-                uniq, inverse = np.unique(arr, return_inverse=True)
-                out = inverse.astype(np.intp, copy=False).reshape(-1), [str(int(u)) for u in uniq.tolist()]
+                out = _int_codes(arr)
         else:  # mixed: 1, 1.0 and "1" are the same class
             out = factorize([class_text(v) for v in self.column(path)])
         self._cache[key] = out

@@ -152,6 +152,14 @@ class CompactionResult:
 
 
 _STOP = object()
+COMPRESS_FROM = 2048  # bytes of a push group's families JSON
+
+
+def _pack_families(families: bytes) -> bytes:
+    """A push group's families as stored: large ones zlib-compressed (their JSON repeats label names:
+    21.6 kB -> 1.6 kB for 100 series, which keeps the WAL and its fsyncs small); small ones as they
+    are (compressing costs more than it saves there). Readers tell them apart by the first byte."""
+    return zlib.compress(families, 1) if len(families) >= COMPRESS_FROM else families
 _D = struct.Struct("<d")
 _Q = struct.Struct("<q")
 
@@ -597,13 +605,12 @@ class Writer:
         return WriteResult(len(samples) + n_at - refused, refused)
 
     def _write_groups(self, conn: sqlite3.Connection) -> None:
-        """The push groups staged by the transaction's batches, their families compressed (zlib: a
-        group's JSON repeats its label names, ~13x smaller, which keeps the WAL and its fsyncs small)."""
+        """The push groups staged by the transaction's batches (see :func:`_pack_families`)."""
         groups = self._staged_groups
         if not groups:
             return
         upserts = [
-            (g.group_key, json.dumps(g.labels), zlib.compress(g.families, 1), g.push_time, g.failure_time, g.expires_at)
+            (g.group_key, json.dumps(g.labels), _pack_families(g.families), g.push_time, g.failure_time, g.expires_at)
             for g in groups.values()
             if g is not None
         ]

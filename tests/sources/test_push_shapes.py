@@ -122,3 +122,14 @@ def test_records_of_earlier_versions_load() -> None:
     assert fam.type is MetricType.GAUGE and fam.help == "h" and group.family_times == {"x": 1700000000.0}
     assert math.isnan(fam.samples[0].value) and fam.samples[1].value == 2.5
     assert fam.samples[1].labels == {"instance": "i", "job": "a"}
+
+
+async def test_large_groups_are_stored_compressed_and_restore(source: PushSource, writer: Writer,
+                                                              reader: Reader, clock) -> None:
+    body = "".join(f'metric_{i}{{shard="{i % 7}"}} {i * 1.5}\n' for i in range(100)) + "odd NaN\n"
+    await source.push({"job": "big"}, parse_text(body), replace=True)
+    (rec,) = reader.push_groups()
+    assert rec.families[:1] != b"{" and len(rec.families) < 4096  # zlib, not the ~20 kB of JSON
+    again = PushSource(writer, clock=clock)
+    again.restore(reader.push_groups())
+    assert render(again.families()) == render(source.families())

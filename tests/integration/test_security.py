@@ -90,3 +90,28 @@ def test_body_over_limit_gets_413(tmp_path: Path) -> None:
         assert 'job="big"' not in requests.get(f"{d.url}/metrics", timeout=5).text
     finally:
         assert d.stop() == 0
+
+
+def test_password_guesses_do_not_stall_other_requests(tmp_path: Path) -> None:
+    """bcrypt (cost 12: ~0.25 s of CPU per check) runs off the event loop: while wrong passwords are being
+    checked, health checks and valid (cached) credentials are answered at once."""
+    import concurrent.futures
+
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=12)).decode()
+    d = start_daemon(tmp_path, f"  basic_auth_users:\n    prometheus: '{hashed}'\n")
+    try:
+        assert requests.get(f"{d.url}/metrics", auth=("prometheus", "pw"), timeout=60).status_code == 200  # cached
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            guesses = [pool.submit(requests.get, f"{d.url}/metrics", auth=("prometheus", f"guess{i}"), timeout=120)
+                       for i in range(8)]  # fmt: skip
+            time.sleep(0.2)  # the guesses are queued for bcrypt now
+            started = time.monotonic()
+            assert requests.get(f"{d.url}/-/healthy", timeout=60).status_code == 200
+            assert requests.get(f"{d.url}/metrics", auth=("prometheus", "pw"), timeout=60).status_code == 200
+            fast = time.monotonic() - started
+            statuses = sorted(f.result().status_code for f in guesses)
+        assert set(statuses) <= {401, 429} and 401 in statuses
+        # 8 bcrypt checks take seconds in all; answering on the event loop meanwhile takes milliseconds
+        assert fast < 1.5, f"{fast:.2f}s for a health check and a cached login during password guessing"
+    finally:
+        assert d.stop() == 0

@@ -258,7 +258,7 @@ class LogFileSource:
         docs, index, times = self._parse_lines(lines, bad, rejected)
         # operators may also watch every line before sampling (``observe``), e.g. to weight a stratified sample
         observers = [obs for op in operators if (obs := getattr(op, "observe", None)) is not None]
-        raws = [lines[i][0] for i in index]
+        raws: Sequence[bytes] = _Raws(lines, index)  # a line's text, for the first few rejections only
         if sampler is not None or observers:
             kept_docs, kept_times, kept_raws = [], [], []
             for k, (fields, i) in enumerate(zip(docs, index, strict=True)):
@@ -346,6 +346,21 @@ class LogFileSource:
             out.append(Sample(SeriesKey.of(LINES_TOTAL, self.labels), stamp, float(self.lines_total)))
             out.append(Sample(SeriesKey.of(SAMPLED_TOTAL, self.labels), stamp, float(self.sampled_total)))
         return out
+
+
+class _Raws(Sequence[bytes]):
+    """The text of the k-th parsed line, looked up only when a line is rejected."""
+
+    __slots__ = ("_index", "_lines")
+
+    def __init__(self, lines: list[tuple[bytes, str]], index: list[int]) -> None:
+        self._lines, self._index = lines, index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, k: Any) -> Any:
+        return self._lines[self._index[k]][0]
 
 
 def _reject(bad: Any, rejected: list[str], reason: str, raw: bytes) -> None:

@@ -273,3 +273,27 @@ def test_database_lock_and_backup_files_are_private(secret_daemon: tuple[DaemonP
     assert {f.name for f in files} >= {"mlwatch.db", "mlwatch.db.lock"}
     for f in files:
         assert oct(f.stat().st_mode & 0o777) == "0o600", f
+
+
+def test_cardinality_and_query_limits(tmp_path: Path) -> None:
+    """limits.max_series refuses a push whole (400, nothing stored); query_max_samples and the point limit
+    refuse a query with Prometheus' error shapes."""
+    d = start_daemon(tmp_path, "limits: {max_series: 20, query_max_samples: 5}\n")
+    try:
+        assert requests.put(f"{d.url}/metrics/job/ok", data=b"ok_m 1\n", timeout=10).status_code == 200
+        many = b"".join(b'card{i="%d"} 1\n' % i for i in range(100))
+        r = requests.put(f"{d.url}/metrics/job/card", data=many, timeout=10)
+        assert r.status_code == 400 and "max_series" in r.text, r.text
+        assert "card{" not in requests.get(f"{d.url}/metrics", timeout=10).text
+        now = int(time.time())
+        history = b"".join(b"ts_m 1 %d\n" % ((now - 100 + i) * 1000) for i in range(50))  # backfill: 50 samples
+        assert requests.put(f"{d.url}/metrics/job/ts", data=history, timeout=10).status_code == 200
+        r = requests.get(f"{d.url}/api/v1/query", params={"query": "count_over_time(ts_m[5m])"}, timeout=10)
+        assert r.status_code == 422 and r.json()["errorType"] == "execution" and "too many samples" in r.text
+        r = requests.get(f"{d.url}/api/v1/query", params={"query": "ok_m"}, timeout=10)
+        assert r.status_code == 200 and len(r.json()["data"]["result"]) == 1
+        r = requests.get(f"{d.url}/api/v1/query_range", params={"query": "ok_m", "start": "0", "end": "1000000",
+                                                                 "step": "1"}, timeout=10)  # fmt: skip
+        assert r.status_code == 400 and "11,000 points" in r.json()["error"]
+    finally:
+        assert d.stop() == 0

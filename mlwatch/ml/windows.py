@@ -32,24 +32,24 @@ def bucket_of(ts_ms: int, resolution: int) -> int:
 class BucketWindow(Generic[A]):
     """Per-bucket accumulators of type ``A`` for one window."""
 
-    __slots__ = ("buckets", "new", "resolution", "window")
+    __slots__ = ("_dumped", "buckets", "new", "resolution", "window")
 
     def __init__(self, window_ms: int, resolution_ms: int, new: Callable[[], A]) -> None:
         self.window = window_ms
         self.resolution = resolution_ms
         self.new = new
         self.buckets: dict[int, A] = {}
+        # bucket -> its last snapshot; dropped when the bucket is handed out by at()/bucket(), the only
+        # way to change it, so a snapshot re-dumps only the buckets that may have changed since the last
+        self._dumped: dict[int, Any] = {}
 
     def at(self, ts_ms: int) -> A:
-        """The accumulator of the bucket holding time ``ts_ms`` (created when missing)."""
-        b = bucket_of(ts_ms, self.resolution)
-        acc = self.buckets.get(b)
-        if acc is None:
-            acc = self.buckets[b] = self.new()
-        return acc
+        """The accumulator of the bucket holding time ``ts_ms`` (created when missing), to be changed."""
+        return self.bucket(bucket_of(ts_ms, self.resolution))
 
     def bucket(self, b: int) -> A:
-        """The accumulator of bucket number ``b`` (see :func:`bucket_of`; created when missing)."""
+        """The accumulator of bucket number ``b`` (see :func:`bucket_of`; created when missing), to be changed."""
+        self._dumped.pop(b, None)
         acc = self.buckets.get(b)
         if acc is None:
             acc = self.buckets[b] = self.new()
@@ -71,9 +71,20 @@ class BucketWindow(Generic[A]):
         first = self._first(t_ms)
         for b in [b for b in self.buckets if b < first]:
             del self.buckets[b]
+            self._dumped.pop(b, None)
 
     def snapshot(self, dump: Callable[[A], Any]) -> list[Any]:
-        return [[b, dump(acc)] for b, acc in sorted(self.buckets.items())]
+        """``[[bucket, dump(acc)], ...]``; ``dump`` must dump alike at every call (its results of
+        unchanged buckets are reused, so they must not be changed by whoever holds the snapshot)."""
+        dumped = self._dumped
+        out = []
+        for b, acc in sorted(self.buckets.items()):
+            raw = dumped.get(b)
+            if raw is None:
+                raw = dumped[b] = dump(acc)
+            out.append([b, raw])
+        return out
 
     def restore(self, state: list[Any] | None, load: Callable[[Any], A]) -> None:
         self.buckets = {int(b): load(raw) for b, raw in state or []}
+        self._dumped = {}

@@ -3,7 +3,9 @@
 Writes (pushes, imports, silences, admin, reload) need the bearer token when one is configured;
 reads stay open unless ``protect_reads`` is set. ``basic_auth_users`` (bcrypt hashes, as in
 Prometheus' web config) gate every request. A valid bearer token grants everything; valid basic
-credentials grant reads, and writes too when no bearer token is configured.
+credentials grant reads, and writes too when no bearer token is configured. The token is compared in
+constant time; password checks (:meth:`AuthPolicy.check`) run on a small thread pool, never on the
+event loop.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from mlwatch.sources.manager import SourceManager
 from mlwatch.storage.database import DaemonLock, make_engine, sqlite_path, upgrade
 from mlwatch.storage.reader import Reader
 from mlwatch.storage.retention import RetentionPolicy
-from mlwatch.storage.writer import Writer
+from mlwatch.storage.writer import FUTURE_TOLERANCE_MS, Writer
 
 log = logging.getLogger("mlwatch.daemon")
 
@@ -100,6 +100,7 @@ class Daemon:
         self.writer = Writer(
             engine,  # type: ignore[arg-type]
             out_of_order_window_ms=cfg.storage.out_of_order_window,
+            future_tolerance_ms=FUTURE_TOLERANCE_MS,
             max_series=cfg.limits.max_series,
             clock=self.clock,
         )
@@ -123,7 +124,8 @@ class Daemon:
         )
         self.own.extra(self.push)
         self.ml = MlOperators(cfg.sources)
-        self.sources = SourceManager(cfg.sources, self.writer, self.reader, clock=self.clock, operators_for=self.ml)
+        self.sources = SourceManager(cfg.sources, self.writer, self.reader, clock=self.clock, operators_for=self.ml,
+                                     max_buffered_samples=cfg.limits.scrape_buffer_samples)
         self.own.extra(self.sources.collector)
 
         self.api = PrometheusApi(
@@ -268,6 +270,7 @@ class Daemon:
         self._auth = self._auth_policy(new)
         self.writer.out_of_order_window_ms = new.storage.out_of_order_window
         self.writer.max_series = new.limits.max_series
+        self.sources.max_buffered_samples = new.limits.scrape_buffer_samples
         self.push.reconfigure(
             sample_interval_ms=new.push.sample_interval,
             accept_timestamps=new.push.accept_timestamps,

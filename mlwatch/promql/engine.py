@@ -61,10 +61,36 @@ class SeriesSource(Protocol):
     def read_many(self, series_ids: Sequence[int], start_ms: int, end_ms: int) -> dict[int, tuple[Any, Any]]: ...
 
 
+MAX_EXPR_DEPTH = 150  # levels of brackets (a binary operator counts half a level); deeper queries are refused
+# Strings and comments (skipped), opening brackets, closing brackets, binary operators.
+_STRUCTURE_RE = re.compile(
+    r""""[^"\\]*+(?:\\.[^"\\]*+)*+"|'[^'\\]*+(?:\\.[^'\\]*+)*+'|`[^`]*+`|\#[^\n]*+|([(\[])|([)\]])"""
+    r"""|(\b(?:and|or|unless)\b|[-+*/%^]|[=!<>]=|[<>])"""
+)
+
+
+def _check_depth(text: str) -> None:
+    """promql-parser recurses on the C stack: a few thousand nested calls or chained operators crash the
+    whole process (SIGSEGV), and evaluation recurses too. Refuse such queries with a clear error first."""
+    depth = deepest = ops = 0
+    for m in _STRUCTURE_RE.finditer(text):
+        if m.group(1):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif m.group(2):
+            depth -= 1
+        elif m.group(3):
+            ops += 1
+        if 2 * deepest + ops > 2 * MAX_EXPR_DEPTH:
+            raise BadQuery(f"parse error: the expression is nested too deeply (more than {MAX_EXPR_DEPTH} levels of "
+                           f"brackets, or {2 * MAX_EXPR_DEPTH} binary operators)")
+
+
 def parse_expr(text: str) -> Any:
     """Parse ``text`` with promql-parser; a syntax error is a BadQuery, as Prometheus' bad_data."""
     if not text.strip():
         raise BadQuery("parse error: no expression found in input")
+    _check_depth(text)
     try:
         return pp.parse(text)
     except ValueError as exc:
@@ -336,9 +362,9 @@ class _Evaluator:
         g0 = (first // step) * step
         if g0 < first:
             g0 += step
-        grid = np.arange(g0, int(R.max()) + 1, step, dtype=np.int64)
-        if len(grid) > 10 * MAX_POINTS * max(1, len(T)):
+        if (int(R.max()) - g0) // step + 1 > 10 * MAX_POINTS * max(1, len(T)):  # before allocating the grid
             raise ExecutionError("subquery has too many steps")
+        grid = np.arange(g0, int(R.max()) + 1, step, dtype=np.int64)
         if len(grid) == 0:
             return RangeVector([], [], [], [], [], R, rng)
         inner = self.eval(node.expr, grid)

@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from mlwatch.config.alerting import RuleConfig, RuleFileConfig, expand_rule_files
-from mlwatch.errors import ConfigProblem
+from mlwatch.errors import ConfigError, ConfigProblem
 from mlwatch.rules.shorthands import compile_rule
 
 INLINE_GROUP = "mlwatch.yaml"
@@ -120,22 +120,28 @@ def read_rule_file(
     shown: str | None = None,
 ) -> tuple[RuleFileConfig | None, list[ConfigProblem]]:
     """Parse and validate one Prometheus rule file; problems carry its name (``shown``) and the line."""
+    from mlwatch.config.loader import plain_tree, read_yaml_text  # bounded: size, depth, aliases
+
     name = shown or str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [ConfigProblem(name, 0, f"cannot read the rule file: {exc}")]
+        text = read_yaml_text(path, "rule file")
+    except ConfigError as exc:
+        return None, [ConfigProblem(name, p.line, p.message) for p in exc.problems]
     yaml = YAML(typ="rt", pure=True)
+    yaml.max_depth = 100
     try:
         doc = yaml.load(text)
+        tree = plain_tree(doc)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
         return None, [ConfigProblem(name, line, f"invalid YAML: {getattr(exc, 'problem', None) or exc}")]
+    except (ValueError, TypeError, RecursionError) as exc:
+        return None, [ConfigProblem(name, 0, f"invalid YAML: {exc}")]
     if doc is None:
         return RuleFileConfig(), []
     try:
-        return RuleFileConfig.model_validate(_plain(doc), context={"from_file": True}), []
+        return RuleFileConfig.model_validate(tree, context={"from_file": True}), []
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
@@ -153,22 +159,6 @@ def read_rule_file(
             where = _fmt_loc(loc)
             problems.append(ConfigProblem(name, _line_of(doc, loc), f"{where}: {msg}" if where else msg))
         return None, sorted(dict.fromkeys(problems), key=lambda p: p.line)
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, bool):
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    return node
 
 
 # ------------------------------------------------------------------ building the groups

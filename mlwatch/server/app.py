@@ -101,7 +101,7 @@ def build_app(deps: AppDeps) -> web.Application:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in ("/-/healthy", "/-/ready"):
-            denied = deps.auth().decide(request)
+            denied = await deps.auth().check(request)  # bcrypt runs off the event loop
             if denied is not None:
                 raise denied
         return await handler(request)

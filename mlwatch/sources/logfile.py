@@ -327,6 +327,9 @@ class LogFileSource:
             more=result.more,
             buffer_on_failure=False,
             lost=(self.lost_bytes_total, self.lost_lines_total),
+            # a file that cannot be read makes the source down (what could be read is still stored)
+            error="; ".join(m for _, m in result.problems[:3]) or None,
+            reason=result.problems[0][0] if result.problems else None,
         )
         collection.commit = lambda: self.tailer.commit(new_tail)
         collection.abort = lambda: self._apply(before)

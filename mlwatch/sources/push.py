@@ -66,6 +66,7 @@ from mlwatch.model import (
     MetricType,
     Sample,
     SeriesKey,
+    format_series,
 )
 from mlwatch.sources.textparse import format_float, parse_go_float
 from mlwatch.storage.writer import PushGroupRecord, WriteBatch, Writer, WriteResult
@@ -707,6 +708,19 @@ class PushSource:
             if fam.name in _RESERVED and fam.samples and fam.type is not MetricType.GAUGE:
                 raise PushError(f"{_INVALID}collected metric {fam.name!r} of other groups is a gauge, not {fam.type.value}")
 
+    def _check_future(self, backfill: list[tuple[MetricFamily, FamilySample]], now: float) -> None:
+        """A sample stamped further ahead of the clock than the writer accepts is refused with the push (it
+        would make every later sample of its series out of order)."""
+        tolerance = getattr(self._writer, "future_tolerance_ms", 0)
+        limit = now * 1000 + tolerance
+        for _, s in backfill if tolerance else ():
+            if (s.timestamp_ms or 0) > limit:
+                raise PushError(
+                    f"sample {format_series(s.name, sorted(s.labels.items()))} has timestamp {s.timestamp_ms} ms, "
+                    f"{((s.timestamp_ms or 0) - now * 1000) / 1000:.0f}s ahead of the server's clock "
+                    f"(at most {tolerance / 1000:.0f}s is accepted)"
+                )
+
     def _check(self, key: str, group: PushGroup) -> None:
         """Pushgateway's consistency check of a group's new content against all other groups."""
         families = group.families
@@ -772,6 +786,7 @@ class PushSource:
             self._check_reserved(key, families)
             previous = old.shapes if old is not None else {}
             current, backfill, shapes = _normalise(families, grouping, self.accept_timestamps, previous)
+            self._check_future(backfill, now)
             new_families = dict(current) if replace or old is None else {**old.families, **current}
             times = {} if replace or old is None else dict(old.family_times)
             for name in current:

@@ -277,8 +277,13 @@ def enqueue(
 
 
 def due_notifications(conn: sqlite3.Connection, now: float, limit: int = 100) -> list[NotificationRow]:
+    """Pending notifications due by ``now``. A group's notifications to one notifier go out in the order
+    they were made: one waits while an older one of its group (a test notification excepted) is pending,
+    so after an outage a receiver never hears "resolved" before the "firing" it ends."""
     rows = conn.execute(
-        f"SELECT {_N_COLS} FROM notifications WHERE status = 'pending' AND next_attempt_at <= ? "
+        f"SELECT {_N_COLS} FROM notifications AS n WHERE status = 'pending' AND next_attempt_at <= ? "
+        "AND (group_key = 'test' OR NOT EXISTS (SELECT 1 FROM notifications AS o WHERE o.status = 'pending' "
+        "AND o.notifier = n.notifier AND o.group_key = n.group_key AND o.id < n.id)) "
         "ORDER BY next_attempt_at, id LIMIT ?",
         (now, limit),
     ).fetchall()

@@ -34,7 +34,7 @@ from sqlalchemy import Engine
 from mlwatch.errors import StorageError, StorageUnavailable
 from mlwatch.model import Clock, MetricMeta, MetricType, Sample, SeriesKey
 from mlwatch.storage.compaction import CompactionBatch, compact_series
-from mlwatch.storage.database import is_transient, translate
+from mlwatch.storage.database import StorageStatus, is_transient, translate
 from mlwatch.storage.head import I32, I64, LogRecord, SortedSamples, pack_record, unpack_record
 from mlwatch.storage.retention import MaintenanceReport, RetentionPolicy, delete_chunks_before, maintenance_steps
 
@@ -93,6 +93,7 @@ class WriteBatch:
 class WriteResult:
     appended: int
     out_of_order: int  # refused: older than the newest sample minus the out-of-order window
+    future: int = 0  # refused: further ahead of the clock than ``future_tolerance_ms``
 
 
 class _LoopFuture(Future[WriteResult]):
@@ -142,6 +143,8 @@ class WriterStats:
     compacted_samples: int = 0  # samples written into chunks
     compaction_seconds: float = 0.0  # writer-thread time spent compacting
     compaction_failures: int = 0
+    future: int = 0  # samples refused as too far ahead of the clock
+    status: StorageStatus = field(default_factory=StorageStatus)  # writable or not, and why
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,11 @@ def _pack_families(families: bytes) -> bytes:
     21.6 kB -> 1.6 kB for 100 series, which keeps the WAL and its fsyncs small); small ones as they
     are (compressing costs more than it saves there). Readers tell them apart by the first byte."""
     return zlib.compress(families, 1) if len(families) >= COMPRESS_FROM else families
+
+FUTURE_TOLERANCE_MS = 600_000
+"""How far ahead of its clock the daemon's writer accepts a sample (Mimir's default creation grace period).
+One sample from further ahead would make every later sample of its series "out of order" until the
+clock caught up with it, so such samples are refused and counted instead."""
 _D = struct.Struct("<d")
 _Q = struct.Struct("<q")
 
@@ -189,6 +197,7 @@ class Writer:
         engine: Engine,
         *,
         out_of_order_window_ms: int = 3600_000,
+        future_tolerance_ms: int = 0,
         max_series: int = 0,
         clock: Clock = time.time,
         compact_threshold: int = 1_000_000,
@@ -197,6 +206,7 @@ class Writer:
     ) -> None:
         self._engine = engine
         self.out_of_order_window_ms = out_of_order_window_ms
+        self.future_tolerance_ms = future_tolerance_ms  # 0: no bound
         self.max_series = max_series
         self._clock = clock
         self.compact_threshold = compact_threshold
@@ -480,11 +490,13 @@ class Writer:
                 for one in live:
                     self._commit_single(*one)
                 return
-            err = exc if isinstance(exc, StorageError) else translate(exc, "write to the database")
+            err = exc if isinstance(exc, StorageError) else translate(exc, "write to the database", self._engine.url)
+            self.stats.status.failed(err)
             log.warning("write failed: %s", err)
             for _, fut in live:
                 fut.set_exception(err)
             return
+        self.stats.status.succeeded()
         self.stats.commits += 1
         self.stats.batches += len(live)
         self.stats.last_commit_seconds = time.perf_counter() - started
@@ -542,6 +554,7 @@ class Writer:
         self.stats.series = len(self._ids)
         self.stats.samples += 0 if rec is None else len(rec)
         self.stats.out_of_order += sum(r.out_of_order for r in results)
+        self.stats.future += sum(r.future for r in results)
         return results
 
     def _stage(
@@ -554,12 +567,22 @@ class Writer:
         now_ms: int,
     ) -> WriteResult:
         samples = batch.samples
-        refused = 0
+        refused = future = 0
+        stamps: I64 | None = None
+        if samples and self.future_tolerance_ms and not batch.backfill:  # imports store what they say they do
+            stamps = np.array([s.ts for s in samples], np.int64)
+            limit = now_ms + self.future_tolerance_ms
+            if int(stamps.max()) > limit:
+                keep = stamps <= limit
+                samples = [s for s, k in zip(samples, keep.tolist(), strict=True) if k]
+                future, stamps = len(keep) - len(samples), stamps[keep]
         n_at = len(batch.at_keys)
+        if n_at and self.future_tolerance_ms and batch.at_ms > now_ms + self.future_tolerance_ms:
+            future, n_at = future + n_at, 0
         if samples or n_at:
             keys = [s.key for s in samples]
             values = [s.value for s in samples]
-            ts = np.array([s.ts for s in samples], np.int64)
+            ts = stamps if stamps is not None else np.array([s.ts for s in samples], np.int64)
             if n_at:
                 keys += batch.at_keys
                 values += batch.at_values
@@ -602,7 +625,7 @@ class Writer:
             groups[g.group_key] = g
         for k in batch.push_deletes:
             groups[k] = None
-        return WriteResult(len(samples) + n_at - refused, refused)
+        return WriteResult(len(samples) + n_at - refused, refused, future)
 
     def _write_groups(self, conn: sqlite3.Connection) -> None:
         """The push groups staged by the transaction's batches (see :func:`_pack_families`)."""

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -187,6 +188,9 @@ notifications = Table(
     Column("delivered_at", Float, nullable=True),
 )
 Index("ix_notifications_due", notifications.c.status, notifications.c.next_attempt_at)
+# A group's older pending notification holds its newer ones back (alertstore.due_notifications).
+Index("ix_notifications_pending_group", notifications.c.notifier, notifications.c.group_key, notifications.c.id,
+      sqlite_where=text("status = 'pending'"))
 
 # Every delivery attempt and its outcome.
 notification_attempts = Table(

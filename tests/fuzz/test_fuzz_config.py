@@ -14,14 +14,16 @@ from mlwatch.config.loader import MAX_FILE_BYTES
 
 CHECK = textwrap.dedent(
     """
-    import json, resource, sys, time
+    import json, sys, time
     from mlwatch.config import check_config
     out = {}
     for config in sys.argv[1:]:
         started = time.perf_counter()
         problems = check_config(config, {})
         out[config] = {"problems": [str(p) for p in problems], "seconds": time.perf_counter() - started}
-    print(json.dumps({"results": out, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    # VmHWM is this address space's peak; ru_maxrss would carry over the forking pytest worker's RSS across exec.
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"results": out, "peak_kib": int(hwm.split()[1])}))
     """
 )
 

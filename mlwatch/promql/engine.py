@@ -260,7 +260,10 @@ class _Evaluator:
             elif kind == "End":
                 t0 = self.end
             else:
-                t0 = _dt_ms(at.at)
+                try:
+                    t0 = _dt_ms(at.at)
+                except (OverflowError, ValueError):  # the parser's datetime cannot hold it
+                    raise BadQuery("parse error: timestamp out of bounds for @ modifier") from None
             base = np.full(len(T), t0, np.int64)
         else:
             base = T

@@ -36,7 +36,7 @@ def parse_time(text: str, *, now_ms: int | None = None) -> int:
             raise BadQuery(f"cannot parse {text!r} to a valid timestamp")
         whole = math.floor(f) if f >= 0 else math.ceil(f)
         frac = round((f - whole) * 1000)
-        return int(whole) * 1000 + frac
+        return _in_range(text, int(whole) * 1000 + frac)
     try:
         stamp = dt.datetime.fromisoformat(t)
     except ValueError:
@@ -44,7 +44,14 @@ def parse_time(text: str, *, now_ms: int | None = None) -> int:
     if stamp.tzinfo is None:
         raise BadQuery(f"cannot parse {text!r} to a valid timestamp")
     delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    return _in_range(text, delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000)
+
+
+def _in_range(text: str, ms: int) -> int:
+    """Times beyond Prometheus' minTime/maxTime (int64 nanoseconds) cannot be evaluated: bad_data, not a 500."""
+    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+        raise BadQuery(f"cannot parse {text!r} to a valid timestamp: it is out of range")
+    return ms
 
 
 def parse_step(text: str) -> int:

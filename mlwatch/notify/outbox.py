@@ -73,6 +73,13 @@ class Outbox:
         self.rng = rng or random.Random()
         self._sem = asyncio.Semaphore(concurrency)
         self.on_attempt = on_attempt
+        self.secrets: frozenset[str] = frozenset()  # replaced by <secret> in recorded errors
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if len(secret) >= 4:  # a 1-3 character "secret" would blank out ordinary words
+                text = text.replace(secret, "<secret>")
+        return text
 
     async def deliver_due(self, now: float | None = None, limit: int = 100) -> int:
         """One pass over the due notifications; returns how many were delivered."""
@@ -95,6 +102,7 @@ class Outbox:
                     error = str(exc)
                 except Exception as exc:  # noqa: BLE001 - a channel bug is still a failed attempt, recorded
                     error = f"{type(exc).__name__}: {exc}"
+            error = self.redact(error)
             seconds = time.perf_counter() - started
             attempts = row.attempts + 1
             if not error:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from mlwatch.model import Sample
 from mlwatch.notify.alertmanager import AlertmanagerSender
 from mlwatch.notify.channels import make_channel
@@ -149,6 +151,7 @@ class AlertingService:
         self.router.configure(config.routes, config.inhibit_rules, config.notifiers, config.alerting.external_labels)
         self.channels: dict[str, Channel] = {n.name: make_channel(n, self.env) for n in config.notifiers}
         self.outbox.channels = dict(self.channels)
+        self.outbox.secrets = _secret_values(config.notifiers, self.env)
         self.am = AlertmanagerSender(config.alerting.alertmanagers, external_labels=config.alerting.external_labels)
         if self._scheduler is not None:
             self._schedule()
@@ -309,3 +312,19 @@ class AlertingService:
 
     def channel_names(self) -> Sequence[str]:
         return list(self.channels)
+
+
+def _secret_values(notifiers: Any, env: Mapping[str, str]) -> frozenset[str]:
+    """The values of every ``*_env`` secret the notifiers use (a receiver may echo one in its error)."""
+    out: set[str] = set()
+
+    def walk(model: Any) -> None:
+        for name, value in model:
+            if name.endswith("_env") and name != "username_env" and isinstance(value, str) and env.get(value):
+                out.add(env[value])
+            elif isinstance(value, BaseModel):
+                walk(value)
+
+    for n in notifiers:
+        walk(n)
+    return frozenset(out)

@@ -177,6 +177,15 @@ def _alembic_config() -> AlembicConfig:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Run Alembic migrations up to ``revision`` on ``engine``'s database."""
     cfg = _alembic_config()
+    path = sqlite_path(str(engine.url))
+    if path is not None and not path.exists():
+        # Created 0600 before SQLite opens it (its -wal/-shm copy these permissions): never world-readable.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot create the database {path}: {exc.strerror}") from exc
     try:
         with engine.connect() as conn:
             cfg.attributes["connection"] = conn
@@ -184,7 +193,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             conn.commit()
     except (OperationalError, DBAPIError, sqlite3.Error) as exc:
         raise translate(exc, "migrate the database") from exc
-    path = sqlite_path(str(engine.url))
     if path is not None and path.exists():
         os.chmod(path, 0o600)
 

@@ -40,6 +40,7 @@ SUMMARY = (
     ("failed_pushes_stored", "  of which stored anyway"),
     ("lines_written", "log lines written"),
     ("lines_committed", "log lines committed"),
+    ("flap_firings", "MixFlap firings"),
     ("notifications", "notifications in the outbox"),
     ("deliveries", "webhook deliveries"),
     ("notification_dupes", "duplicate deliveries"),

@@ -130,8 +130,8 @@ def build_app(deps: AppDeps) -> web.Application:
 
     federate = FederateHandler(deps.reader, deps.lookback_ms)
     app.router.add_get("/metrics", metrics)
-    app.router.add_route("GET", "/federate", federate)
-    app.router.add_route("POST", "/federate", federate)
+    app.router.add_route("GET", "/federate", federate.__call__)  # a bound coroutine method: aiohttp warns on callables
+    app.router.add_route("POST", "/federate", federate.__call__)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)

@@ -90,17 +90,19 @@ class LineChunk:
         got = self._cache.get(key)
         if got is None:
             got = self._cache[key] = frozenset(map(type, self.column(path)))
-        return got  # type: ignore[no-any-return]
+        return got
 
     def strings(self, path: FieldPath) -> Codes | None:
         """Codes of a column whose every value is a string; None otherwise."""
         key = ("str", path.text)
         if key not in self._cache:
             col = self.column(path)
-            try:  # the distinct values at C speed: no other type equals a str, so they tell whether all are
-                uniques = list(dict.fromkeys(col)) if not col or type(col[0]) is str else [None]
-            except TypeError:
-                uniques = [None]  # a list or an object: not strings
+            uniques: list[Any] = [None]  # not all strings
+            if not col or type(col[0]) is str:
+                try:  # the distinct values at C speed: no other type equals a str, so they tell whether all are
+                    uniques = list(dict.fromkeys(col))
+                except TypeError:
+                    pass  # a list or an object: not strings
             self._cache[key] = _codes(col, uniques) if all(type(u) is str for u in uniques) else None
         return self._cache[key]  # type: ignore[no-any-return]
 

@@ -207,7 +207,7 @@ class LogFileSource:
                 docs = [loads(raw) for raw, _ in lines]
             except orjson.JSONDecodeError:
                 docs = None
-            if docs is not None and all(type(d) is dict for d in docs):
+            if docs is not None and set(map(type, docs)) == {dict}:  # every line an object (C speed)
                 index = list(range(len(docs)))
                 if ts_field is None:
                     return docs, index, None

@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+from mlwatch.regex import compile_regex
 
 Clock = Callable[[], float]
 """Returns the current time in seconds (``time.time`` in production, a fake in tests)."""
@@ -105,13 +108,13 @@ class Matcher:
     name: str
     op: MatchOp
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Any = field(default=None, compare=False, repr=False)  # an RE2 pattern (mlwatch.regex)
 
     @classmethod
     def make(cls, name: str, op: str | MatchOp, value: str) -> Matcher:
         op = MatchOp(op)
         # Prometheus 2.x anchors the regex and, like Go, lets "." stop at a newline (no DOTALL).
-        rx = re.compile(value) if op in (MatchOp.RE, MatchOp.NRE) else None
+        rx = compile_regex(value) if op in (MatchOp.RE, MatchOp.NRE) else None
         return cls(name, op, value, rx)
 
     def matches(self, value: str) -> bool:

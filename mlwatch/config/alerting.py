@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -32,6 +31,7 @@ from mlwatch.config._fields import (
 )
 from mlwatch.errors import ConfigProblem
 from mlwatch.model import METRIC_NAME_RE
+from mlwatch.regex import RegexError, compile_regex
 from mlwatch.rules.templates import check_template
 
 # ------------------------------------------------------------------ field types
@@ -88,8 +88,8 @@ def _rule_name(name: str) -> str:
 
 def _regex(pattern: str) -> str:
     try:
-        re.compile(pattern)
-    except re.error as exc:
+        compile_regex(pattern)  # RE2, as the matchers that will run it
+    except RegexError as exc:
         raise ValueError(f"invalid regular expression: {exc}") from None
     return pattern
 

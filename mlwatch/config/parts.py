@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from mlwatch.config._fields import _MIN, LabelName, PositiveDuration, PositiveInt, _Model, _scalar_to_str
 from mlwatch.model import LABEL_NAME_RE, METRIC_NAME_RE, MetricType
+from mlwatch.regex import RegexError, compile_regex
 
 # ------------------------------------------------------------------ small field types
 
@@ -22,8 +23,8 @@ def _metric_name(name: str) -> str:
 
 def _regex(pattern: str) -> str:
     try:
-        re.compile(pattern)
-    except re.error as exc:
+        compile_regex(pattern)  # RE2, as the matchers that will run it
+    except RegexError as exc:
         raise ValueError(f"invalid regular expression: {exc}") from None
     return pattern
 
@@ -79,6 +80,18 @@ def _template(value: str) -> str:
 
 MetricName = Annotated[str, AfterValidator(_metric_name)]
 Regex = Annotated[str, AfterValidator(_regex)]
+
+
+def _python_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return pattern
+
+
+PythonRegex = Annotated[str, AfterValidator(_python_regex)]
+"""A log line pattern: Python's ``re`` (its named groups), which the log source runs."""
 FieldPath = Annotated[str, AfterValidator(_path)]
 LabelTemplates = dict[LabelName, Annotated[str, BeforeValidator(_scalar_to_str), AfterValidator(_template)]]
 

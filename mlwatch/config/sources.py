@@ -36,7 +36,7 @@ from mlwatch.config.parts import (
     JsonMetricConfig,
     LogMetricConfig,
     MetricName,
-    Regex,
+    PythonRegex,
     RelabelConfig,
     SamplingConfig,
     TimestampConfig,
@@ -247,7 +247,7 @@ class LogSourceConfig(SourceConfig):
     """How often the files are polled for new lines."""
     path: Annotated[str, AfterValidator(_not_empty)]
     format: Literal["jsonl", "regex"] = "jsonl"
-    pattern: Regex | None = None
+    pattern: PythonRegex | None = None
     start_at: Literal["beginning", "end"] = "beginning"
     timestamp: TimestampConfig | None = None
     sampling: SamplingConfig | None = None

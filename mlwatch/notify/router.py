@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from mlwatch.config.alerting import InhibitRuleConfig, NotifierConfig, RouteConfig
 from mlwatch.notify.message import RoutedAlert, build_payload
 from mlwatch.notify.silences import Silence
+from mlwatch.regex import compile_regex
 from mlwatch.rules.state import Alert, AlertState
 
 log = logging.getLogger("mlwatch.notify")
@@ -40,7 +40,7 @@ EnqueueFunc = Callable[[list[OutboxItem], list[GroupState], float], Awaitable[No
 
 def _matches(labels: Mapping[str, str], eq: Mapping[str, str], rx: Mapping[str, str]) -> bool:
     return all(labels.get(k, "") == v for k, v in eq.items()) and all(
-        re.fullmatch(v, labels.get(k, ""), re.DOTALL) is not None for k, v in rx.items()
+        compile_regex(v, dotall=True).fullmatch(labels.get(k, "")) is not None for k, v in rx.items()
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlwatch.errors import MlwatchError
+from mlwatch.regex import RegexError, compile_regex
 from mlwatch.storage.alertstore import SilenceRow
 
 
@@ -31,7 +32,7 @@ class LabelMatcher:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         v = labels.get(self.name, "")
-        hit = re.fullmatch(self.value, v, re.DOTALL) is not None if self.is_regex else v == self.value
+        hit = compile_regex(self.value, dotall=True).fullmatch(v) is not None if self.is_regex else v == self.value
         return hit if self.is_equal else not hit
 
     def api(self) -> dict[str, Any]:
@@ -60,8 +61,8 @@ def parse_matcher(text: str) -> LabelMatcher:
 def make_matcher(name: str, value: str, is_regex: bool, is_equal: bool) -> LabelMatcher:
     if is_regex:
         try:
-            re.compile(value)
-        except re.error as exc:
+            compile_regex(value, dotall=True)
+        except RegexError as exc:
             raise SilenceError(f"invalid regex in matcher {name}: {exc}") from None
     return LabelMatcher(name, value, is_regex, is_equal)
 

@@ -33,6 +33,7 @@ from mlwatch.promql.values import (
     make_labels,
     merge_same_labels,
 )
+from mlwatch.regex import RegexError
 
 Value = Scalar | StringValue | InstantVector | RangeVector
 
@@ -279,7 +280,7 @@ class _Evaluator:
         for m in node.matchers.matchers:
             try:
                 out.append(Matcher.make(m.name, _MATCH_OPS[str(m.op).rsplit(".", 1)[-1]], m.value))
-            except re.error as exc:
+            except RegexError as exc:
                 raise BadQuery(f"parse error: invalid regular expression {m.value!r}: {exc}") from None
         return out
 

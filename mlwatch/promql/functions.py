@@ -31,6 +31,7 @@ from mlwatch.promql.values import (
     make_labels,
     merge_same_labels,
 )
+from mlwatch.regex import RegexError, compile_regex
 
 if TYPE_CHECKING:
     from mlwatch.promql.engine import _Evaluator
@@ -132,8 +133,8 @@ def _go_expand(template: str, match: re.Match[str]) -> str:
 
 def _label_replace(vec: InstantVector, dst: str, repl: str, src: str, regex: str) -> InstantVector:
     try:
-        rx = re.compile(f"^(?:{regex})$")  # Prometheus 2.x: '.' does not match a newline here
-    except re.error as exc:
+        rx = compile_regex(regex, anchored=True)  # Prometheus 2.x: '.' does not match a newline here
+    except RegexError as exc:
         raise ExecutionError(f"invalid regular expression in label_replace(): {regex}: {exc}") from None
     if not LABEL_NAME_RE.match(dst):
         raise ExecutionError(f"invalid destination label name in label_replace(): {dst}")

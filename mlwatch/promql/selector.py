@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 import promql_parser
 
 from mlwatch.errors import QueryError
 from mlwatch.model import Matcher, MatchOp
+from mlwatch.regex import RegexError
 
 _OPS = {"Equal": MatchOp.EQ, "NotEqual": MatchOp.NE, "Re": MatchOp.RE, "NotRe": MatchOp.NRE}
 
@@ -34,6 +33,6 @@ def parse_selector(text: str) -> list[Matcher]:
         op = _OPS[str(m.op).rsplit(".", 1)[-1]]
         try:
             out.append(Matcher.make(m.name, op, m.value))
-        except re.error as exc:
+        except RegexError as exc:
             raise QueryError(f"invalid regex in {text!r}: {exc}") from None
     return out

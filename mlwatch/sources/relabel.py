@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mlwatch.config.parts import RelabelConfig
+from mlwatch.regex import compile_regex
 
 __all__ = ["Relabeler"]
 
@@ -23,12 +25,12 @@ class _Rule:
     action: str
     source_labels: tuple[str, ...]
     separator: str
-    regex: re.Pattern[str]
+    regex: Any  # an RE2 pattern (mlwatch.regex)
     target_label: str | None
     replacement: str
 
 
-def _expand(template: str, m: re.Match[str]) -> str:
+def _expand(template: str, m: Any) -> str:
     def sub(g: re.Match[str]) -> str:
         if g.group(0) == "$$":
             return "$"
@@ -52,7 +54,7 @@ class Relabeler:
                 r.action,
                 tuple(r.source_labels),
                 r.separator,
-                re.compile(f"^(?:{r.regex})$", re.DOTALL),
+                compile_regex(r.regex, anchored=True, dotall=True),
                 r.target_label,
                 r.replacement,
             )

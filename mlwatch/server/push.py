@@ -159,6 +159,10 @@ class PushService(Collector):
         yield CounterMetricFamily(
             "mlwatch_push_expired_groups", "Push groups retired by their TTL.", value=stats.expired_groups
         )
+        yield CounterMetricFamily(
+            "mlwatch_push_unreadable_groups", "Stored push group states that could not be read at start-up (dropped).",
+            value=stats.unreadable_groups,
+        )
         yield GaugeMetricFamily("mlwatch_push_groups", "Push groups currently held.", value=self.groups)
 
     # ---------------------------------------------------------------- routes

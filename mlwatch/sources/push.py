@@ -594,6 +594,7 @@ class PushStats:
     pushes: dict[tuple[str, str], int] = field(default_factory=dict)
     expired_groups: int = 0
     resamples: int = 0
+    unreadable_groups: int = 0  # stored states that could not be read at start-up (logged, dropped)
 
     def count(self, method: str, outcome: str) -> None:
         self.pushes[(method, outcome)] = self.pushes.get((method, outcome), 0) + 1
@@ -643,7 +644,15 @@ class PushSource:
     def restore(self, records: Iterable[PushGroupRecord]) -> None:
         """Load the groups persisted by a previous run (``Reader.push_groups()``)."""
         for rec in records:
-            group = PushGroup.from_record(rec)
+            try:
+                group = PushGroup.from_record(rec)
+            except (ValueError, KeyError, TypeError, IndexError, zlib.error) as exc:
+                # One unreadable record must not keep the daemon from starting: the group is left out (its
+                # samples stay stored; it is no longer re-sampled) and said so.
+                log.error("push group %s: its stored state cannot be read (%s: %s); the group is dropped, push it "
+                          "again", rec.group_key, type(exc).__name__, exc)
+                self.stats.unreadable_groups += 1
+                continue
             self._groups[group.key] = group
             self._set_head(group.key, group, 0)
 

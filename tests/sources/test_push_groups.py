@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import math
 
 import pytest
@@ -358,6 +359,20 @@ async def test_restore_from_storage(source: PushSource, writer: Writer, reader: 
     # The restored index still refuses conflicts.
     with pytest.raises(PushError):
         await again.push({"job": "d"}, parse_text("# TYPE x gauge\nx 1\n"), replace=True)
+
+
+async def test_an_unreadable_stored_group_is_dropped_not_fatal(
+    source: PushSource, writer: Writer, reader: Reader, clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await source.push({"job": "a"}, parse_text("x 1\n"), replace=True)
+    await source.push({"job": "b"}, parse_text("y 2\n"), replace=True)
+    records = list(reader.push_groups())
+    bad = dataclasses.replace(records[0], families=b"\x00not a record")
+    again = PushSource(writer, clock=clock)
+    again.restore([bad, *records[1:]])
+    assert set(again.groups) == {r.group_key for r in records[1:]}
+    assert again.stats.unreadable_groups == 1
+    assert f"push group {bad.group_key}: its stored state cannot be read" in caplog.text
 
 
 async def test_backfill_is_stored_at_its_time_and_not_current(source: PushSource, stored, clock) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlwatch.errors import StorageUnavailable
 from mlwatch.model import Sample
 from mlwatch.notify.alertmanager import AlertmanagerSender
 from mlwatch.notify.channels import make_channel
@@ -225,6 +226,8 @@ class AlertingService:
     async def _evaluate_job(self, key: str) -> None:
         try:
             await self.evaluate(key)
+        except StorageUnavailable as exc:  # an outage the storage status already reports: one line, no traceback
+            log.warning("evaluating rule group %s: results not stored: %s", key, exc)
         except Exception:
             log.exception("evaluating rule group %s failed", key)
 
@@ -243,6 +246,8 @@ class AlertingService:
             try:
                 await self.router.flush(now)
                 await self.outbox.deliver_due(now)
+            except StorageUnavailable as exc:
+                log.warning("notification delivery pass: %s (retried at the next tick)", exc)
             except Exception:
                 log.exception("notification delivery pass failed")
 

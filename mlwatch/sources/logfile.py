@@ -68,8 +68,17 @@ class LineOperator(Protocol):
     def restore(self, state: Any) -> None: ...
 
 
+_MAX_ABS_MS = 9_223_372_036_854  # seconds of Prometheus' maxTime, here in ms: beyond any storable time
+
+
 def parse_timestamp(value: Any, fmt: str) -> int | None:
-    """Milliseconds since the epoch from a field value, or None when it is not a time in ``fmt``."""
+    """Milliseconds since the epoch from a field value, or None when it is not a time in ``fmt`` (or is
+    beyond what a sample can carry: such a line is a bad line, not a chunk that can never be stored)."""
+    ms = _parse_timestamp(value, fmt)
+    return ms if ms is None or -_MAX_ABS_MS * 1000 <= ms <= _MAX_ABS_MS * 1000 else None
+
+
+def _parse_timestamp(value: Any, fmt: str) -> int | None:
     if isinstance(value, bool):
         return None
     if fmt in ("auto", "unix", "unix_ms"):

@@ -42,15 +42,15 @@ _VALUE = (
 )
 # name, label blob, value, timestamp. The label blob allows quoted strings with escapes.
 _LNAME = "[a-zA-Z_][a-zA-Z0-9_]*"
-_QUOTED = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+_QUOTED = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'  # possessive: no backtracking state kept per byte
 _PAIR = f"[ \t]*{_LNAME}[ \t]*=[ \t]*{_QUOTED}[ \t]*"
 # name, label set (validated here, split by _PAIR_RE), value, timestamp.
 _SAMPLE_RE = re.compile(
     f"[ \t]*({_NAME})[ \t]*"
-    + f"(?:\\{{((?:{_PAIR},)*(?:{_PAIR})?[ \t]*)\\}}[ \t]*)?"
+    + f"(?:\\{{((?:{_PAIR},)*+(?:{_PAIR})?[ \t]*)\\}}[ \t]*)?"
     + f"(?<=[ \t}}])({_VALUE})(?:[ \t]+([+-]?[0-9]+))?"
 )
-_PAIR_RE = re.compile(f'({_LNAME})[ \t]*=[ \t]*"([^"\\\\]*(?:\\\\.[^"\\\\]*)*)"')
+_PAIR_RE = re.compile(f'({_LNAME})[ \t]*=[ \t]*"([^"\\\\]*+(?:\\\\.[^"\\\\]*+)*+)"')
 _FLOAT_RE = re.compile(_VALUE)
 _ESCAPE_RE = re.compile(r"\\(.)")
 _LABEL_ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
@@ -182,7 +182,7 @@ def _diagnose(line: str, lineno: int) -> ParseError:
             s = s[1:].lstrip(" \t")
             if not s.startswith('"'):
                 return ParseError(f"expected '\"' at start of label value, found {s[:1]!r}", lineno)
-            vm = re.match(r'"((?:[^"\\]|\\.)*)"', s)
+            vm = re.match(r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"', s)  # possessive: linear memory
             if vm is None:
                 return ParseError(f"unexpected end of label value {s[1:41]!r}", lineno)
             try:
@@ -477,7 +477,8 @@ def _parse(data: bytes | str, fast: _FastPath) -> list[MetricFamily]:
                 raise ParseError(f"expected float as value, got {value_s!r} (out of range)", lineno)
             ts = None
             if ts_s is not None:
-                ts = int(ts_s)
+                # int() refuses over 4300 digits with a ValueError: anything over 19 is out of range anyway
+                ts = int(ts_s) if len(ts_s) <= 20 else 2**63
                 if not -(2**63) <= ts < 2**63:
                     raise ParseError(f"expected integer as timestamp, got {ts_s!r} (out of range)", lineno)
         if name != cur_name:

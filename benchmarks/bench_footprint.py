@@ -151,7 +151,7 @@ def main() -> None:
                          f"(want {args.targets} up, about {want})")
     n = args.targets * args.series
     head_note = f"head {head0:,.0f} -> {head1:,.0f} samples, RSS {rss0:.1f} -> {rss1:.1f} MB"
-    if head1 > head0 and rss1 > rss0:
+    if head1 > head0 and rss1 > rss0 and warmup + intervals * INTERVAL < 900:  # no age-triggered compaction yet
         per = (rss1 - rss0) * 2**20 / (head1 - head0)
         full_head = n * 900 / INTERVAL
         head_note += (f" ({per:.0f} B per head sample: with a 900 s head of {full_head:,.0f} samples, about "

@@ -200,8 +200,8 @@ class Writer:
         future_tolerance_ms: int = 0,
         max_series: int = 0,
         clock: Clock = time.time,
-        compact_threshold: int = 1_000_000,
-        compact_max_age_s: float = 900.0,
+        compact_threshold: int = 250_000,  # the head costs ~66 B of RSS per sample (writer + readers' index)
+        compact_max_age_s: float = 300.0,
         carry_limit: int = 0,
     ) -> None:
         self._engine = engine

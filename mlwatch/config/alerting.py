@@ -29,9 +29,9 @@ from mlwatch.config._fields import (
     _Model,
     _scalar_to_str,
 )
+from mlwatch.config.parts import _regex
 from mlwatch.errors import ConfigProblem
 from mlwatch.model import METRIC_NAME_RE
-from mlwatch.regex import RegexError, compile_regex
 from mlwatch.rules.templates import check_template
 
 # ------------------------------------------------------------------ field types
@@ -84,14 +84,6 @@ def _rule_name(name: str) -> str:
     if not METRIC_NAME_RE.match(name):
         raise ValueError(f"invalid name {name!r} (letters, digits, _ and :, not starting with a digit)")
     return name
-
-
-def _regex(pattern: str) -> str:
-    try:
-        compile_regex(pattern)  # RE2, as the matchers that will run it
-    except RegexError as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
-    return pattern
 
 
 PromQL = Annotated[str, AfterValidator(_promql)]

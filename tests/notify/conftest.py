@@ -33,6 +33,7 @@ class Receiver:
     headers: list[dict[str, str]] = field(default_factory=list)
     fail: int = 0
     hang: float = 0.0
+    echo_auth: bool = False  # failures quote the request's Authorization header (a careless receiver)
 
 
 @pytest.fixture
@@ -44,7 +45,8 @@ async def receiver() -> AsyncIterator[Receiver]:
             await asyncio.sleep(rec.hang)
         if rec.fail > 0:
             rec.fail -= 1
-            return web.Response(status=503, text="receiver down")
+            echo = f": bad auth: {request.headers.get('Authorization')}" if rec.echo_auth else ""
+            return web.Response(status=503, text=f"receiver down{echo}")
         rec.bodies.append(await request.json())
         rec.headers.append(dict(request.headers))
         return web.Response(text="ok")

@@ -114,9 +114,9 @@ async def test_real_alertmanager_receives_groups_and_resolves(alertmanager: str,
     got = (await asyncio.to_thread(requests.get, f"{alertmanager}/api/v2/alerts", timeout=5)).json()
     assert sorted(a["labels"]["model"] for a in got) == ["a", "b"]
     assert all(a["status"]["state"] == "active" and a["labels"]["site"] == "lab" for a in got)
-    await _wait(lambda: any(b["status"] == "firing" for b in receiver.bodies))
-    firing = next(b for b in receiver.bodies if b["status"] == "firing")
-    assert len(firing["alerts"]) == 2 and firing["groupLabels"] == {"alertname": "AccuracyLow"}  # one group
+    # One group holding both (a loaded machine may see a first flush with one, then the group_interval update).
+    await _wait(lambda: any(b["status"] == "firing" and len(b["alerts"]) == 2 for b in receiver.bodies))
+    assert all(b["groupLabels"] == {"alertname": "AccuracyLow"} for b in receiver.bodies)
 
     # Every evaluation sends every active alert again; resolving one sends endsAt = resolution time.
     now = time.time()

@@ -290,30 +290,18 @@ routes:
     assert [e.annotations.get("samples") for e in events] == ["412", "412"]
 
 
-async def test_a_secret_echoed_by_a_receiver_is_not_recorded(writer: Writer, clock: Clock, caplog: Any) -> None:
+async def test_a_secret_echoed_by_a_receiver_is_not_recorded(
+    writer: Writer, clock: Clock, receiver: Receiver, caplog: Any
+) -> None:
     """A receiver that echoes the Authorization header in its error: the token reaches neither the
     attempt's recorded error nor the log."""
-    from aiohttp import web
-
-    async def echo(request: web.Request) -> web.Response:
-        return web.Response(status=500, text=f"bad auth: {request.headers.get('Authorization')}")
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
     token = "s3cr3t-token-value"
-    cfg = _config(url, hook=", bearer_token_env: HOOK_TOKEN", env={"HOOK_TOKEN": token})
+    receiver.fail, receiver.echo_auth = 1000, True
+    cfg = _config(receiver.url, hook=", bearer_token_env: HOOK_TOKEN", env={"HOOK_TOKEN": token})
     acc = Acc()
     acc.value = 0.5
-    try:
-        svc = AlertingService(cfg, query=acc, writer=writer, clock=clock, env={"HOOK_TOKEN": token})
-        await _run(svc, clock, 45)
-    finally:
-        await runner.cleanup()
+    svc = AlertingService(cfg, query=acc, writer=writer, clock=clock, env={"HOOK_TOKEN": token})
+    await _run(svc, clock, 45)
     (n,) = alertstore.load_notifications(_db(writer))
     errors = [e for _, _, e, _ in alertstore.load_attempts(_db(writer), n.id)]
     assert errors and all("bad auth: Bearer <secret>" in e for e in errors), errors
